@@ -1,0 +1,141 @@
+"""FlowGate as a mitmproxy addon: `mitmdump -s flowgate_addon/addon.py`.
+
+Hooks only; the work is done by the modules they delegate to. The request hook
+decides and rewrites (gateway.py), responseheaders tees SSE streams
+(streaming.py), response/error hand the finished call to the log writer
+(store.py), which builds and inserts rows on its own thread (record.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import time
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from flowgate_addon.config import ConfigError, Settings, load_settings
+from flowgate_addon.errors import error_response
+from flowgate_addon.gateway import Gateway
+from flowgate_addon.pricing import PriceBook
+from flowgate_addon.providers import ProviderRegistry
+from flowgate_addon.record import CallRecord, to_row
+from flowgate_addon.store import LogWriter
+from flowgate_addon.streaming import StreamTap
+
+METADATA_KEY = "flowgate"
+log = logging.getLogger("flowgate")
+
+
+class FlowGate:
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self.gateway: Gateway | None = None
+        self.writer: LogWriter | None = None
+        self._allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "flowgate_config",
+            str,
+            "",
+            "FlowGate YAML config file (default: $FLOWGATE_CONFIG, else built-in defaults).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "flowgate_config" not in updated:
+            return
+        try:
+            settings = load_settings(ctx.options.flowgate_config or None)
+        except ConfigError as exc:
+            raise exceptions.OptionsError(str(exc)) from None
+        logging.getLogger("flowgate").setLevel(settings.logging.level.upper())
+        prices = PriceBook(settings.pricing)
+        registry = ProviderRegistry.from_config(settings.providers)
+        writer = LogWriter(
+            settings.database.path,
+            functools.partial(to_row, prices=prices, log=settings.logging),
+            batch_size=settings.database.batch_size,
+            flush_interval=settings.database.flush_interval_ms / 1000,
+            max_backlog=settings.database.max_backlog,
+        )
+        try:
+            writer.start()
+        except Exception as exc:
+            raise exceptions.OptionsError(
+                f"cannot open the log database {settings.database.path}: {exc}"
+            ) from None
+        if self.writer is not None:
+            self.writer.stop()
+        self.settings, self.writer = settings, writer
+        self.gateway = Gateway(settings, registry, prices)
+        self._allowlist = [
+            ipaddress.ip_network(n, strict=False) for n in settings.security.ip_allowlist
+        ]
+        log.info("FlowGate logging to %s", settings.database.path)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or self.gateway is None:
+            return
+        if self._allowlist and not self._allowed(flow):
+            flow.response = error_response(
+                403,
+                "this client address is not in FlowGate's security.ip_allowlist",
+                "ip_not_allowed",
+            )
+            return
+        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            record = self.gateway.gateway_request(flow)
+        else:
+            record = self.gateway.proxy_request(flow)
+        if record is not None:
+            flow.metadata[METADATA_KEY] = record
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        record: CallRecord | None = flow.metadata.get(METADATA_KEY)
+        if record is None or record.local or flow.response is None:
+            return
+        if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+            flow.response.stream = StreamTap(record, record.strip_usage)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        record: CallRecord | None = flow.metadata.pop(METADATA_KEY, None)
+        if record is None or self.writer is None:
+            return
+        response = flow.response
+        assert response is not None
+        record.status = response.status_code
+        if not record.chunks:
+            record.response_body = response.raw_content
+            record.content_encoding = response.headers.get("content-encoding")
+            record.t_first = record.t_first or response.timestamp_start
+        record.t_end = record.t_end or response.timestamp_end or time.time()
+        self.writer.submit(record)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        record: CallRecord | None = flow.metadata.pop(METADATA_KEY, None)
+        if record is None or self.writer is None:
+            return
+        record.status = flow.response.status_code if flow.response else 502
+        record.error = flow.error.msg if flow.error else "connection failed"
+        record.t_end = time.time()
+        self.writer.submit(record)
+
+    def done(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
+            self.writer = None
+
+    def _allowed(self, flow: http.HTTPFlow) -> bool:
+        peer = flow.client_conn.peername
+        if not peer:
+            return False
+        address = ipaddress.ip_address(peer[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allowlist)
+
+
+addons = [FlowGate()]

@@ -1,0 +1,1 @@
+"""Wire formats FlowGate understands, one module per format."""

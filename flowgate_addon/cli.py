@@ -1,0 +1,139 @@
+"""The `flowgate` command."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from flowgate_addon import __version__
+from flowgate_addon.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
+from flowgate_addon.paths import data_dir
+from flowgate_addon.providers import ProviderRegistry
+
+ADDON_SCRIPT = Path(__file__).with_name("addon.py")
+
+
+@click.group()
+@click.version_option(__version__, prog_name="FlowGate")
+def cli() -> None:
+    """FlowGate: a local-first LLM gateway with token analytics."""
+
+
+@cli.command()
+def version() -> None:
+    """Print FlowGate's version and the versions it runs on."""
+    from mitmproxy.version import VERSION as MITMPROXY_VERSION
+
+    click.echo(
+        f"FlowGate {__version__} (mitmproxy {MITMPROXY_VERSION}, "
+        f"Python {platform.python_version()})"
+    )
+
+
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"YAML config file (default: ${CONFIG_ENV}; without one, defaults apply).",
+)
+@click.option("--no-ui", is_flag=True, help="Run only the proxy listeners, not the Datasette UI.")
+def start(config_file: Path | None, no_ui: bool) -> None:
+    """Run the gateway and forward-proxy listeners (and the UI) until Ctrl-C."""
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    path = config_path(config_file)
+    if path is not None:
+        os.environ[CONFIG_ENV] = str(path.resolve())
+    ui = None if no_ui else _start_ui(settings)
+    server = settings.server
+    click.echo(
+        f"FlowGate {__version__}\n"
+        f"  gateway:  http://{server.host}:{server.port}/v1   (OpenAI base URL)\n"
+        f"  proxy:    http://{server.host}:{server.proxy_port}  (HTTPS_PROXY)\n"
+        + (f"  ui:       http://{server.host}:{server.ui_port}/\n" if ui else "")
+        + f"  log db:   {settings.database.path}\n"
+        f"  config:   {settings.source or 'built-in defaults'}",
+        err=True,
+    )
+    from mitmproxy.tools.main import mitmdump
+
+    try:
+        mitmdump(mitmdump_args(settings))
+    finally:
+        if ui is not None:
+            ui.terminate()
+            try:
+                ui.wait(10)
+            except subprocess.TimeoutExpired:
+                ui.kill()
+
+
+def mitmdump_args(settings: Settings) -> list[str]:
+    """Arguments for one mitmproxy process running both FlowGate listeners."""
+    server = settings.server
+    registry = ProviderRegistry.from_config(settings.providers)
+    target = (
+        registry.default.base_url.split("://", 1)[0]
+        + "://"
+        + (f"{registry.default.host}:{registry.default.port}")
+    )
+    confdir = data_dir() / "mitmproxy"
+    args = [
+        "--mode",
+        f"reverse:{target}@{server.host}:{server.port}",
+        "--mode",
+        f"regular@{server.host}:{server.proxy_port}",
+        "--set",
+        f"confdir={confdir}",
+        # Decide the upstream per request, before any connection is made.
+        "--set",
+        "connection_strategy=lazy",
+        "--set",
+        "upstream_cert=false",
+        "--set",
+        "flow_detail=0",
+        "-s",
+        str(ADDON_SCRIPT),
+    ]
+    if settings.source:
+        args += ["--set", f"flowgate_config={settings.source}"]
+    return args
+
+
+def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
+    """Datasette over the log database, as a child process."""
+    from flowgate_addon.store import open_db
+
+    open_db(settings.database.path).conn.close()
+    server = settings.server
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "datasette",
+            "serve",
+            str(settings.database.path),
+            "--host",
+            server.host,
+            "--port",
+            str(server.ui_port),
+            "--setting",
+            "sql_time_limit_ms",
+            "3000",
+        ],
+        # Ctrl-C reaches the whole process group; FlowGate stops the UI itself.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,255 @@
+"""FlowGate settings: YAML file -> validated, typed settings.
+
+Every problem with a config file (bad YAML, unknown key, wrong type, missing
+environment variable) becomes one `ConfigError` whose message names the file,
+the line and the dotted key, so start-up can print it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from flowgate_addon.paths import default_db_path
+from flowgate_addon.providers import BUILTIN_PROVIDERS
+
+CONFIG_ENV = "FLOWGATE_CONFIG"
+TIERS = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
+
+
+class ConfigError(Exception):
+    """A config file FlowGate cannot start with; the message is meant for humans."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7798, ge=1, le=65535)
+    proxy_port: int = Field(7799, ge=1, le=65535)
+    ui_port: int = Field(8001, ge=1, le=65535)
+
+
+class DatabaseSettings(_Section):
+    path: Path = Field(default_factory=default_db_path)
+    batch_size: int = Field(500, ge=1, le=100_000)
+    flush_interval_ms: int = Field(250, ge=1, le=60_000)
+    max_backlog: int = Field(100_000, ge=1_000)
+
+
+class ProviderSettings(_Section):
+    base_url: str | None = None
+    api: Literal["openai"] = "openai"
+    models: list[str] = []
+    api_key: str | None = None
+    stream_usage: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://api.example.com/v1")
+        return value.rstrip("/") if value else value
+
+
+class SmartRouterSettings(_Section):
+    enabled: bool = False
+    strategy: Literal["off", "complexity", "classifier"] = "off"
+    tiers: dict[Literal["SIMPLE", "MEDIUM", "COMPLEX", "REASONING"], str] = {}
+
+
+class SkillSettings(_Section):
+    model: str
+    description: str = ""
+
+
+class LoggingSettings(_Section):
+    store_prompts: bool = True
+    store_responses: bool = True
+    max_text_chars: int = Field(200_000, ge=0)
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class SecuritySettings(_Section):
+    ip_allowlist: list[str] = []
+
+    @field_validator("ip_allowlist")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+        return values
+
+
+class PriceSettings(_Section):
+    """USD per one million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(0.0, ge=0)
+    cached_input: float | None = Field(None, ge=0)
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    providers: dict[str, ProviderSettings] = {}
+    smart_router: SmartRouterSettings = SmartRouterSettings()
+    skills: dict[str, SkillSettings] = {}
+    logging: LoggingSettings = LoggingSettings()
+    security: SecuritySettings = SecuritySettings()
+    pricing: dict[str, PriceSettings] = {}
+    source: Path | None = Field(None, exclude=True)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use: an explicit path, else $FLOWGATE_CONFIG, else none."""
+    value = explicit or os.environ.get(CONFIG_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and validate settings; with no file, every default applies."""
+    file = config_path(path)
+    if file is None:
+        return Settings()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    data, lines = _parse_yaml(text, file)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, file, lines)) from None
+    settings.source = file.resolve()
+    _check_semantics(settings, file, lines)
+    if not settings.database.path.is_absolute():
+        settings.database.path = (file.resolve().parent / settings.database.path).resolve()
+    return settings
+
+
+# --- YAML with line numbers and ${ENV} references ---------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _parse_yaml(text: str, file: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file}{where}: not valid YAML: {problem}") from None
+    lines: dict[tuple[str, ...], int] = {}
+    if root is None:
+        return {}, lines
+    if not isinstance(root, yaml.MappingNode):
+        line = root.start_mark.line + 1
+        raise ConfigError(f"{file} line {line}: the top level must be a mapping of sections")
+    return _to_python(root, (), file, lines), lines
+
+
+def _to_python(node: yaml.Node, path: tuple[str, ...], file: Path, lines: dict) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(_scalar(key_node))
+            child = (*path, key)
+            if key in result:
+                raise ConfigError(
+                    f"{file} line {key_node.start_mark.line + 1}: {'.'.join(child)}: duplicate key"
+                )
+            lines[child] = key_node.start_mark.line + 1
+            result[key] = _to_python(value_node, child, file, lines)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, (*path, str(i)), file, lines) for i, item in enumerate(node.value)]
+    value = _scalar(node)
+    if isinstance(value, str) and "${" in value:
+        value = _interpolate(value, path, node.start_mark.line + 1, file)
+    return value
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """A scalar node's value with YAML's usual typing (7798 -> int, true -> bool)."""
+    return yaml.SafeLoader("").construct_object(node)
+
+
+def _interpolate(value: str, path: tuple[str, ...], line: int, file: Path) -> Any:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{file} line {line}: {'.'.join(path)}: environment variable {name} is not set "
+            f"(set it, or write ${{{name}:-default}})"
+        )
+
+    whole = _ENV_REF.fullmatch(value)
+    result = _ENV_REF.sub(replace, value)
+    if whole:
+        # A value that is just ${VAR} takes the YAML type of the variable's text (7798 -> int).
+        try:
+            return yaml.safe_load(result) if result.strip() else result
+        except yaml.YAMLError:
+            return result
+    return result
+
+
+def _describe(exc: ValidationError, file: Path, lines: dict[tuple[str, ...], int]) -> str:
+    messages = []
+    for error in exc.errors():
+        loc = tuple(str(p) for p in error["loc"])
+        key = ".".join(loc) or "(top level)"
+        line = _line_for(loc, lines)
+        if error["type"] == "extra_forbidden":
+            parent = ".".join(loc[:-1]) or "the top level"
+            text = f"unknown key (not allowed in {parent})"
+        elif error["type"] == "missing":
+            text = "required key is missing"
+        else:
+            text = error["msg"]
+            if "input" in error and not isinstance(error["input"], dict | list):
+                text += f" (got {error['input']!r})"
+        messages.append(f"{file} line {line}: {key}: {text}")
+    return "invalid config:\n  " + "\n  ".join(messages)
+
+
+def _line_for(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _check_semantics(settings: Settings, file: Path, lines: dict[tuple[str, ...], int]) -> None:
+    router = settings.smart_router
+    if router.enabled and router.strategy != "off":
+        loc = ("smart_router", "strategy")
+        raise ConfigError(
+            f"{file} line {_line_for(loc, lines)}: smart_router.strategy: "
+            f"{router.strategy!r} routing is not available in FlowGate yet; "
+            "use strategy: off (requests pass through with the model they ask for)"
+        )
+    for name, provider in settings.providers.items():
+        if name not in BUILTIN_PROVIDERS and not provider.base_url:
+            loc = ("providers", name)
+            raise ConfigError(
+                f"{file} line {_line_for(loc, lines)}: providers.{name}.base_url: "
+                "a custom provider needs a base_url"
+            )

@@ -1,0 +1,230 @@
+"""Request side of a call: read it once, decide where it goes, rewrite it.
+
+Gateway (reverse-mode) requests arrive at FlowGate's own `/v1` base URL and
+are sent to the provider that serves the model. Forward-proxy (regular-mode)
+requests already name a provider host; they keep it and are observed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mitmproxy import http
+
+from flowgate_addon.apis.openai import ENDPOINTS
+from flowgate_addon.config import Settings
+from flowgate_addon.errors import error_response
+from flowgate_addon.pricing import PriceBook
+from flowgate_addon.providers import Provider, ProviderRegistry
+from flowgate_addon.record import CallRecord
+
+SESSION_HEADER = "x-flowgate-session"
+AGENT_HEADER = "x-flowgate-agent"
+API_PREFIX = "/v1"
+# Endpoints whose request body must be a JSON object naming a model.
+MODEL_ENDPOINTS = {"chat.completions", "embeddings", "completions", "responses"}
+
+
+class Gateway:
+    def __init__(self, settings: Settings, registry: ProviderRegistry, prices: PriceBook):
+        self.settings = settings
+        self.registry = registry
+        self.models = model_list(settings, registry, prices)
+        self._models_body = json.dumps({"object": "list", "data": self.models}).encode()
+        self._models_by_id = {m["id"]: m for m in self.models}
+
+    # --- gateway (reverse mode) ----------------------------------------------------------
+
+    def gateway_request(self, flow: http.HTTPFlow) -> CallRecord | None:
+        request = flow.request
+        path, _, query = request.path.partition("?")
+        if path != API_PREFIX and not path.startswith(API_PREFIX + "/"):
+            flow.response = error_response(
+                404,
+                f"FlowGate serves the OpenAI API under {API_PREFIX}/ "
+                f"(for example POST {API_PREFIX}/chat/completions); {path} is not part of it.",
+                "not_found",
+            )
+            return None
+        api_path = path[len(API_PREFIX) :]
+        endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")
+        record = self._new_record(flow, "gateway", endpoint)
+        if api_path == "/models" or api_path.startswith("/models/"):
+            self._answer_models(flow, record, api_path)
+            return record
+        body = self._read_body(flow, record)
+        if flow.response:
+            return record
+        model = body.get("model") if body is not None else None
+        if endpoint in MODEL_ENDPOINTS and request.method == "POST" and not model:
+            self._fail(flow, record, 400, "you must provide a model parameter", "missing_model")
+            return record
+        routed = self._skill_model(record) or model
+        provider, upstream_model = (
+            self.registry.for_model(routed) if routed else (self.registry.default, None)
+        )
+        record.routed_model = upstream_model
+        if body is not None and upstream_model and upstream_model != model:
+            body["model"] = upstream_model
+            record.body_changed = True
+        self._prepare(flow, record, provider, body)
+        request.scheme = provider.scheme
+        request.host = record.host = provider.host
+        request.port = provider.port
+        request.path = provider.upstream_path(api_path) + (f"?{query}" if query else "")
+        if credential := provider.credential():
+            request.headers[credential[0]] = credential[1]
+        return record
+
+    def _answer_models(self, flow: http.HTTPFlow, record: CallRecord, api_path: str) -> None:
+        record.local = True
+        record.provider = "flowgate"
+        if flow.request.method != "GET":
+            self._fail(flow, record, 405, f"use GET for {API_PREFIX}/models", "method_not_allowed")
+            return
+        if api_path == "/models":
+            flow.response = http.Response.make(
+                200, self._models_body, {"content-type": "application/json"}
+            )
+            return
+        model_id = api_path[len("/models/") :]
+        record.requested_model = model_id
+        if model := self._models_by_id.get(model_id):
+            flow.response = http.Response.make(
+                200, json.dumps(model).encode(), {"content-type": "application/json"}
+            )
+        else:
+            self._fail(
+                flow, record, 404, f"The model '{model_id}' does not exist", "model_not_found"
+            )
+
+    def _skill_model(self, record: CallRecord) -> str | None:
+        skill = self.settings.skills.get(record.agent or "")
+        if skill is None:
+            return None
+        record.strategy = "skill"
+        return skill.model
+
+    # --- forward proxy (regular mode) ----------------------------------------------------
+
+    def proxy_request(self, flow: http.HTTPFlow) -> CallRecord | None:
+        """Observe a call to a known provider host; anything else is not ours."""
+        request = flow.request
+        provider = self.registry.for_host(request.pretty_host, request.port)
+        if provider is None:
+            return None
+        path = request.path.partition("?")[0]
+        base = provider.base_path
+        api_path = path[len(base) :] if base and path.startswith(base) else path
+        endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")
+        record = self._new_record(flow, "proxy", endpoint)
+        body = self._read_body(flow, record)
+        if flow.response:
+            return record
+        record.routed_model = record.requested_model
+        self._prepare(flow, record, provider, body)
+        return record
+
+    # --- shared --------------------------------------------------------------------------
+
+    def _new_record(self, flow: http.HTTPFlow, mode: str, endpoint: str) -> CallRecord:
+        request = flow.request
+        headers = request.headers
+        peer = flow.client_conn.peername
+        return CallRecord(
+            t_start=request.timestamp_start or time.time(),
+            mode=mode,
+            client_ip=peer[0] if peer else None,
+            method=request.method,
+            path=request.path.partition("?")[0],
+            endpoint=endpoint,
+            host=request.pretty_host,
+            session=headers.pop(SESSION_HEADER, None),
+            agent=headers.pop(AGENT_HEADER, None),
+        )
+
+    def _read_body(self, flow: http.HTTPFlow, record: CallRecord) -> dict[str, Any] | None:
+        """Parse the JSON body once; a body that must be JSON and is not gets a 400."""
+        raw = flow.request.raw_content
+        if not raw or flow.request.method != "POST":
+            return None
+        record.request_body = raw
+        if flow.request.headers.get("content-encoding"):
+            raw = flow.request.get_content(strict=False) or b""
+            record.request_body = raw
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            if record.endpoint in MODEL_ENDPOINTS:
+                self._fail(
+                    flow, record, 400, f"the request body is not valid JSON: {exc}", "invalid_json"
+                )
+            return None
+        if not isinstance(body, dict):
+            if record.endpoint in MODEL_ENDPOINTS:
+                self._fail(
+                    flow, record, 400, "the request body must be a JSON object", "invalid_json"
+                )
+            return None
+        model = body.get("model")
+        record.requested_model = model if isinstance(model, str) else None
+        user = body.get("user")
+        record.end_user = user if isinstance(user, str) else None
+        return body
+
+    def _prepare(
+        self,
+        flow: http.HTTPFlow,
+        record: CallRecord,
+        provider: Provider,
+        body: dict[str, Any] | None,
+    ) -> None:
+        """Ask for stream usage where needed, and write back a changed body."""
+        record.provider = provider.name
+        if body is not None and body.get("stream") is True:
+            record.stream = True
+            flow.request.headers["accept-encoding"] = "identity"
+            options = body.get("stream_options")
+            wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+            if (
+                record.endpoint == "chat.completions"
+                and provider.stream_usage
+                and not wants_usage
+                and (options is None or isinstance(options, dict))
+            ):
+                body["stream_options"] = {**(options or {}), "include_usage": True}
+                record.strip_usage = True
+                record.body_changed = True
+        if record.body_changed and body is not None:
+            flow.request.content = json.dumps(body, ensure_ascii=False).encode()
+
+    @staticmethod
+    def _fail(
+        flow: http.HTTPFlow, record: CallRecord, status: int, message: str, code: str
+    ) -> None:
+        record.local = True
+        record.error = message
+        flow.response = error_response(status, message, code)
+
+
+def model_list(
+    settings: Settings, registry: ProviderRegistry, prices: PriceBook
+) -> list[dict[str, Any]]:
+    """Every model FlowGate can route to: configured ones, then the price map's."""
+    seen: dict[str, dict[str, Any]] = {}
+
+    def add(model_id: str, owner: str) -> None:
+        seen.setdefault(
+            model_id, {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
+        )
+
+    for provider in registry.providers.values():
+        for model in provider.models:
+            add(model, provider.name)
+    for provider in registry.providers.values():
+        if provider.price_provider:
+            for model in prices.models_for(provider.price_provider):
+                add(model, provider.name)
+    return list(seen.values())

@@ -1,0 +1,147 @@
+"""What the hot path learns about one call, and how it becomes a log row.
+
+The event loop only fills in a `CallRecord` (timestamps, raw bytes, routing
+facts). Everything slower — JSON parsing of responses, token counting,
+pricing, text extraction — happens in `to_row`, on the writer thread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flowgate_addon.apis import openai
+from flowgate_addon.config import LoggingSettings
+from flowgate_addon.pricing import PriceBook
+
+
+@dataclass(slots=True)
+class CallRecord:
+    t_start: float
+    mode: str
+    client_ip: str | None
+    method: str
+    path: str
+    endpoint: str
+    host: str
+    provider: str | None = None
+    requested_model: str | None = None
+    routed_model: str | None = None
+    strategy: str | None = None
+    stream: bool = False
+    strip_usage: bool = False
+    body_changed: bool = False
+    session: str | None = None
+    agent: str | None = None
+    end_user: str | None = None
+    request_body: bytes | None = None
+    status: int | None = None
+    response_body: bytes | None = None
+    content_encoding: str | None = None
+    chunks: list[bytes] = field(default_factory=list)
+    t_first: float | None = None
+    t_end: float | None = None
+    error: str | None = None
+    local: bool = False  # answered by FlowGate itself (models list, its own errors)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[str, Any]:
+    """Build the `requests` row: usage, cost, latency, readable texts."""
+    from flowgate_addon import tokencount
+
+    body = _json(record.request_body)
+    reply = _read_reply(record)
+    usage = reply.usage
+    usage_source = "provider" if usage and usage.prompt_tokens is not None else None
+    ok = record.status is not None and 200 <= record.status < 300
+    if usage_source is None and ok and not record.local and record.endpoint in _COUNTABLE:
+        model = record.routed_model or record.requested_model or ""
+        usage = openai.Usage(
+            prompt_tokens=tokencount.count_request(model, body),
+            completion_tokens=tokencount.count_text(model, reply.text or ""),
+        )
+        usage.total_tokens = usage.prompt_tokens + (usage.completion_tokens or 0)
+        usage_source = "estimated"
+    usage = usage or openai.Usage()
+    model = record.routed_model or record.requested_model
+    cost = prices.cost(
+        model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, record.provider
+    )
+    end = record.t_end or record.t_start
+    error = record.error or (reply.error if not ok else None)
+    return {
+        "ts": iso(record.t_start),
+        "mode": record.mode,
+        "method": record.method,
+        "path": record.path,
+        "endpoint": record.endpoint,
+        "host": record.host,
+        "requested_model": record.requested_model,
+        "routed_model": record.routed_model,
+        "provider": record.provider,
+        "status": record.status,
+        "error": _clip(error, 2000),
+        "stream": int(record.stream),
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "total_tokens": usage.total_tokens,
+        "usage_source": usage_source,
+        "cost_usd": cost,
+        "saved_usd": None,
+        "latency_ms": round((end - record.t_start) * 1000, 3),
+        "ttft_ms": round((record.t_first - record.t_start) * 1000, 3) if record.t_first else None,
+        "tier": None,
+        "score": None,
+        "strategy": record.strategy,
+        "caller": None,
+        "session": record.session,
+        "agent": record.agent,
+        "end_user": record.end_user,
+        "client_ip": record.client_ip,
+        "prompt": _clip(openai.prompt_text(body), log.max_text_chars)
+        if log.store_prompts and body
+        else None,
+        "response": _clip(reply.text, log.max_text_chars) if log.store_responses else None,
+    }
+
+
+_COUNTABLE = {"chat.completions", "completions", "embeddings"}
+
+
+def _read_reply(record: CallRecord) -> openai.Reply:
+    if record.chunks:
+        return openai.read_sse_response(record.chunks)
+    if record.response_body:
+        body = record.response_body
+        if record.content_encoding:
+            from mitmproxy.net import encoding
+
+            try:
+                body = encoding.decode(body, record.content_encoding)
+            except ValueError:
+                return openai.Reply(error="response body could not be decoded")
+        return openai.read_json_response(body)
+    return openai.Reply()
+
+
+def _json(raw: bytes | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters not stored]"

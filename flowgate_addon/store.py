@@ -1,0 +1,198 @@
+"""The log database: schema migrations and the background writer.
+
+The event loop never touches SQLite. It hands finished `CallRecord`s to
+`LogWriter.submit` (a lock-free queue put); a writer thread turns them into
+rows and inserts them in batches, one transaction per batch. A locked, full or
+broken database never stops proxying: the batch is retried, failures are
+counted and reported, and what is still queued is written on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+log = logging.getLogger("flowgate.store")
+
+migrations = Migrations("flowgate")
+
+REQUEST_COLUMNS: dict[str, type] = {
+    "id": int,
+    "ts": str,
+    "mode": str,
+    "method": str,
+    "path": str,
+    "endpoint": str,
+    "host": str,
+    "requested_model": str,
+    "routed_model": str,
+    "provider": str,
+    "status": int,
+    "error": str,
+    "stream": int,
+    "prompt_tokens": int,
+    "completion_tokens": int,
+    "cached_tokens": int,
+    "total_tokens": int,
+    "usage_source": str,
+    "cost_usd": float,
+    "saved_usd": float,
+    "latency_ms": float,
+    "ttft_ms": float,
+    "tier": str,
+    "score": float,
+    "strategy": str,
+    "caller": str,
+    "session": str,
+    "agent": str,
+    "end_user": str,
+    "client_ip": str,
+    "prompt": str,
+    "response": str,
+}
+
+
+@migrations()
+def m001_requests(db: sqlite_utils.Database) -> None:
+    db["requests"].create(REQUEST_COLUMNS, pk="id", not_null={"ts"})
+    for columns in (["ts"], ["routed_model", "ts"], ["provider", "ts"], ["session"], ["status"]):
+        db["requests"].create_index(columns)
+
+
+def open_db(path: Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the log database in WAL mode, migrated to the latest schema."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    migrations.apply(db)
+    return db
+
+
+_INSERT_COLUMNS = [c for c in REQUEST_COLUMNS if c != "id"]
+_INSERT_SQL = (
+    f"INSERT INTO requests ({', '.join(_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)})"
+)
+
+
+class LogWriter:
+    """Batches rows into SQLite on its own thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        to_row: Callable[[Any], dict[str, Any]],
+        batch_size: int = 500,
+        flush_interval: float = 0.25,
+        max_backlog: int = 100_000,
+    ):
+        self.path = path
+        self.to_row = to_row
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.written = 0
+        self.failed_batches = 0
+        self.dropped = 0
+        self.row_errors = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._backlog: deque[tuple[Any, ...]] = deque()
+        self._max_backlog = max_backlog
+        self._stop = object()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite_utils.Database | None = None
+
+    def start(self) -> None:
+        self._db = open_db(self.path)
+        self._thread = threading.Thread(target=self._run, name="flowgate-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: Any) -> None:
+        """Queue a finished call; safe and cheap to call from the event loop."""
+        self._queue.put(record)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Write everything queued, then stop the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(self._stop)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("FlowGate log writer did not finish within %.0f s", timeout)
+        elif self._backlog:
+            log.error("FlowGate could not write %d queued log rows", len(self._backlog))
+        self._thread = None
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[Any] = []
+            deadline = None
+            while len(batch) < self.batch_size:
+                if deadline is not None:
+                    timeout: float | None = max(0.0, deadline - time.monotonic())
+                else:  # idle: wake up now and then to retry rows a failed write kept
+                    timeout = 1.0 if self._backlog else None
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                if item is self._stop:
+                    stopping = True
+                    break
+                batch.append(item)
+                deadline = deadline or time.monotonic() + self.flush_interval
+            self._convert(batch)
+            self._flush(final=stopping)
+
+    def _convert(self, batch: list[Any]) -> None:
+        for record in batch:
+            try:
+                row = self.to_row(record)
+            except Exception:  # a bad record must not take the writer down
+                self.row_errors += 1
+                log.exception("FlowGate could not build a log row")
+                continue
+            self._backlog.append(tuple(row.get(c) for c in _INSERT_COLUMNS))
+        while len(self._backlog) > self._max_backlog:
+            self._backlog.popleft()
+            self.dropped += 1
+
+    def _flush(self, final: bool) -> None:
+        attempts = 20 if final else 1
+        for attempt in range(attempts):
+            if not self._backlog:
+                return
+            rows = list(self._backlog)
+            try:
+                assert self._db is not None
+                with self._db.conn:
+                    self._db.conn.executemany(_INSERT_SQL, rows)
+            except sqlite3.Error as exc:
+                self.failed_batches += 1
+                log.warning(
+                    "FlowGate log write failed (%s); %d rows kept for retry, %d failures so far",
+                    exc,
+                    len(rows),
+                    self.failed_batches,
+                )
+                if final:
+                    time.sleep(min(0.1 * (attempt + 1), 1.0))
+                continue
+            for _ in rows:
+                self._backlog.popleft()
+            self.written += len(rows)
