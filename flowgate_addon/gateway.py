@@ -49,11 +49,12 @@ class Gateway:
             )
             return None
         api_path = path[len(API_PREFIX) :]
-        endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")
-        record = self._new_record(flow, "gateway", endpoint)
         if api_path == "/models" or api_path.startswith("/models/"):
+            record = self._new_record(flow, "gateway", "models")
             self._answer_models(flow, record, api_path)
             return record
+        endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")
+        record = self._new_record(flow, "gateway", endpoint)
         body = self._read_body(flow, record)
         if flow.response:
             return record

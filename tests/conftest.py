@@ -1,0 +1,183 @@
+"""Shared fixtures: a fake provider, and real FlowGate processes in front of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fake_openai import FakeOpenAI  # noqa: E402
+
+FLOWGATE = str(Path(sys.executable).with_name("flowgate"))
+MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningFlowGate:
+    process: subprocess.Popen[str]
+    base_url: str
+    proxy_url: str
+    db_path: Path
+    config_path: Path
+    log_path: Path
+
+    def rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        if not self.db_path.exists():
+            return []
+        conn = sqlite3.connect(self.db_path)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [
+                dict(r)
+                for r in conn.execute(f"SELECT * FROM requests WHERE {where} ORDER BY id", params)
+            ]
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
+
+    def wait_rows(
+        self, where: str, params: tuple[Any, ...] = (), count: int = 1, timeout: float = 15.0
+    ) -> list[dict[str, Any]]:
+        """Rows are written by a background thread: poll until they are there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows(where, params)
+            if len(rows) >= count or time.monotonic() > deadline:
+                assert len(rows) >= count, f"expected {count} rows where {where}, got {rows}"
+                return rows
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def write_config(directory: Path, fake: FakeOpenAI, extra: dict[str, Any] | None = None) -> Path:
+    config: dict[str, Any] = {
+        "server": {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "proxy_port": free_port(),
+            "ui_port": free_port(),
+        },
+        "database": {"path": "flowgate.db", "flush_interval_ms": 20},
+        "providers": {
+            "openai": {"base_url": f"{fake.base_url}/v1"},
+            "local": {
+                "base_url": f"{fake.base_url}/custom/v1",
+                "models": ["local-model"],
+                "api_key": "${FAKE_LOCAL_KEY}",
+            },
+        },
+        "skills": {"summarizer": {"model": "local-model", "description": "cheap summaries"}},
+    }
+    for section, values in (extra or {}).items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    path = directory / "flowgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_flowgate(
+    directory: Path,
+    config_path: Path,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> RunningFlowGate:
+    config = yaml.safe_load(config_path.read_text())
+    server = config["server"]
+    log_path = directory / "flowgate.log"
+    full_env = {
+        **os.environ,
+        "FLOWGATE_HOME": str(directory / "home"),
+        "FAKE_LOCAL_KEY": "sk-local-secret",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        command or [FLOWGATE, "start", "--config", str(config_path), "--no-ui"],
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        cwd=cwd or directory,
+    )
+    running = RunningFlowGate(
+        process,
+        f"http://127.0.0.1:{server['port']}/v1",
+        f"http://127.0.0.1:{server['proxy_port']}",
+        (config_path.parent / config["database"]["path"]).resolve(),
+        config_path,
+        log_path,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"FlowGate exited early:\n{running.output()}")
+        try:
+            if httpx.get(f"{running.base_url}/models", timeout=1).status_code == 200:
+                return running
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    running.stop()
+    raise AssertionError(f"FlowGate did not start:\n{running.output()}")
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def flowgate(
+    fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningFlowGate]:
+    """One `flowgate start` for the whole session, in front of the fake provider."""
+    directory = tmp_path_factory.mktemp("flowgate")
+    running = start_flowgate(directory, write_config(directory, fake_openai))
+    yield running
+    code = running.stop()
+    assert code == 0, f"FlowGate did not shut down cleanly ({code}):\n{running.output()}"
+
+
+@pytest.fixture
+def openai_client(flowgate: RunningFlowGate):
+    import openai
+
+    return openai.OpenAI(base_url=flowgate.base_url, api_key="sk-client-key", max_retries=0)

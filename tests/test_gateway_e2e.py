@@ -1,0 +1,344 @@
+"""The gateway end to end: the official OpenAI SDK -> a real `flowgate start` -> fake provider.
+
+Every test checks both what the client saw and the row FlowGate logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+
+import httpx
+import openai
+import pytest
+from fake_openai import (
+    CACHED_PROMPT_TOKENS,
+    CACHED_TOKENS,
+    COMPLETION_TOKENS,
+    EMBEDDING_TOKENS,
+    PROMPT_TOKENS,
+    chat_stream_events,
+)
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+@pytest.fixture(scope="module")
+def price_map() -> dict:
+    import litellm
+
+    return litellm.model_cost
+
+
+def tag() -> str:
+    """A unique session id, so each test finds exactly its own rows."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def test_chat_json(openai_client, flowgate, price_map):
+    session = tag()
+    reply = openai_client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Say hello"}],
+        extra_headers={"x-flowgate-session": session},
+    )
+    assert reply.choices[0].message.content == "Hello from gpt-4o-mini!"
+    assert reply.usage.prompt_tokens == PROMPT_TOKENS
+
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    price = price_map["gpt-4o-mini"]
+    assert row["endpoint"] == "chat.completions"
+    assert row["mode"] == "gateway"
+    assert (row["requested_model"], row["routed_model"], row["provider"]) == (
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        "openai",
+    )
+    assert row["status"] == 200 and row["error"] is None and row["stream"] == 0
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
+        PROMPT_TOKENS,
+        COMPLETION_TOKENS,
+        PROMPT_TOKENS + COMPLETION_TOKENS,
+    )
+    assert row["cached_tokens"] == 0
+    assert row["usage_source"] == "provider"
+    assert row["cost_usd"] == pytest.approx(
+        PROMPT_TOKENS * price["input_cost_per_token"]
+        + COMPLETION_TOKENS * price["output_cost_per_token"]
+    )
+    assert 0 < row["ttft_ms"] <= row["latency_ms"]
+    assert row["prompt"] == "user: Say hello"
+    assert row["response"] == "Hello from gpt-4o-mini!"
+    assert row["ts"].endswith("Z") and row["client_ip"] == "127.0.0.1"
+
+
+def test_cached_tokens_are_priced_at_the_cached_rate(openai_client, flowgate, price_map):
+    session = tag()
+    openai_client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "[cached] long shared prefix"}],
+        extra_headers={"x-flowgate-session": session},
+    )
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    price = price_map["gpt-4o-mini"]
+    assert row["cached_tokens"] == CACHED_TOKENS
+    assert row["cost_usd"] == pytest.approx(
+        (CACHED_PROMPT_TOKENS - CACHED_TOKENS) * price["input_cost_per_token"]
+        + CACHED_TOKENS * price["cache_read_input_token_cost"]
+        + COMPLETION_TOKENS * price["output_cost_per_token"]
+    )
+
+
+def raw_stream(flowgate, body: dict, session: str) -> bytes:
+    with httpx.stream(
+        "POST",
+        f"{flowgate.base_url}/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"authorization": "Bearer sk-client-key", "x-flowgate-session": session},
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return b"".join(response.iter_raw())
+
+
+def test_stream_without_include_usage_is_unchanged_but_logged(flowgate, fake_openai, price_map):
+    session = tag()
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Say hello"}],
+    }
+    received = raw_stream(flowgate, body, session)
+
+    # The client gets exactly what upstream sends when not asked for usage ...
+    assert received == b"".join(chat_stream_events(body))
+    assert b'"usage"' not in received
+    # ... although FlowGate asked upstream for it ...
+    sent = fake_openai.last("/v1/chat/completions").body
+    assert sent["stream_options"] == {"include_usage": True}
+    # ... and logged the provider's numbers.
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["stream"] == 1 and row["status"] == 200
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
+    assert row["usage_source"] == "provider"
+    assert row["cost_usd"] == pytest.approx(
+        PROMPT_TOKENS * price_map["gpt-4o-mini"]["input_cost_per_token"]
+        + COMPLETION_TOKENS * price_map["gpt-4o-mini"]["output_cost_per_token"]
+    )
+    assert row["response"] == "Hello from gpt-4o-mini!"
+    assert 0 < row["ttft_ms"] <= row["latency_ms"]
+
+
+def test_stream_with_include_usage_passes_usage_through(flowgate, openai_client):
+    session = tag()
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Say hello"}],
+    }
+    assert raw_stream(flowgate, body, session) == b"".join(chat_stream_events(body))
+
+    chunks = list(
+        openai_client.chat.completions.create(
+            model="gpt-4o-mini",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Say hello"}],
+            extra_headers={"x-flowgate-session": session},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == (
+        PROMPT_TOKENS + COMPLETION_TOKENS
+    )
+    rows = flowgate.wait_rows("session = ?", (session,), count=2)
+    assert all(
+        r["usage_source"] == "provider" and r["prompt_tokens"] == PROMPT_TOKENS for r in rows
+    )
+
+
+def test_sdk_stream_sees_no_extra_usage_chunk(openai_client, flowgate):
+    session = tag()
+    chunks = list(
+        openai_client.chat.completions.create(
+            model="gpt-4o-mini",
+            stream=True,
+            messages=[{"role": "user", "content": "Say hello"}],
+            extra_headers={"x-flowgate-session": session},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from gpt-4o-mini!"
+    assert all(c.usage is None and c.choices for c in chunks)
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["total_tokens"] == PROMPT_TOKENS + COMPLETION_TOKENS
+
+
+def test_stream_is_not_buffered(flowgate, fake_openai):
+    """Upstream holds the rest of its stream until the client has the first token."""
+    gate = threading.Event()
+    fake_openai.gate, fake_openai.gate_released = gate, None
+    try:
+        with httpx.stream(
+            "POST",
+            f"{flowgate.base_url}/chat/completions",
+            timeout=30,
+            json={
+                "model": "gpt-4o-mini",
+                "stream": True,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        ) as response:
+            seen = b""
+            for piece in response.iter_raw():
+                seen += piece
+                if b'"content":"Hello"' in seen:
+                    gate.set()
+            assert gate.is_set()
+    finally:
+        fake_openai.gate = None
+    assert fake_openai.gate_released is True, "the first token only arrived after the stream"
+
+
+def test_embeddings(openai_client, flowgate, price_map):
+    session = tag()
+    result = openai_client.embeddings.create(
+        model="text-embedding-3-small",
+        input=["one", "two"],
+        extra_headers={"x-flowgate-session": session},
+    )
+    assert len(result.data) == 2 and result.usage.prompt_tokens == EMBEDDING_TOKENS
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["endpoint"] == "embeddings" and row["status"] == 200
+    assert row["prompt_tokens"] == EMBEDDING_TOKENS and row["completion_tokens"] is None
+    assert row["cost_usd"] == pytest.approx(
+        EMBEDDING_TOKENS * price_map["text-embedding-3-small"]["input_cost_per_token"]
+    )
+
+
+def test_models_are_answered_by_flowgate(openai_client, fake_openai, flowgate):
+    before = len(fake_openai.received)
+    ids = [m.id for m in openai_client.models.list()]
+    assert "gpt-4o-mini" in ids and "text-embedding-3-small" in ids
+    assert "local-model" in ids  # from the config's custom provider
+    assert len(ids) == len(set(ids)) > 50
+    assert openai_client.models.retrieve("local-model").owned_by == "local"
+    with pytest.raises(openai.NotFoundError) as info:
+        openai_client.models.retrieve("no-such-model")
+    assert info.value.body["code"] == "model_not_found"
+    assert len(fake_openai.received) == before, "models must not be fetched upstream"
+    rows = flowgate.wait_rows("endpoint = 'models'", count=3)
+    assert {r["provider"] for r in rows} == {"flowgate"}
+
+
+@pytest.mark.parametrize(
+    ("model", "error_cls", "status"),
+    [
+        ("fail-400", openai.BadRequestError, 400),
+        ("fail-500", openai.InternalServerError, 500),
+    ],
+)
+def test_upstream_errors_reach_the_client_unchanged(
+    openai_client, flowgate, model, error_cls, status
+):
+    session = tag()
+    with pytest.raises(error_cls) as info:
+        openai_client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-flowgate-session": session},
+        )
+    assert info.value.status_code == status
+    upstream_message = {
+        400: "Invalid value for 'temperature': must be <= 2.",
+        500: "The server had an error while processing your request.",
+    }[status]
+    assert info.value.body["message"] == upstream_message
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["status"] == status and row["error"] == upstream_message
+    assert row["prompt_tokens"] is None and row["cost_usd"] is None
+
+
+def test_custom_provider_gets_its_own_key_and_path(openai_client, fake_openai, flowgate):
+    session = tag()
+    reply = openai_client.chat.completions.create(
+        model="local-model",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-flowgate-session": session, "x-flowgate-agent": "tester"},
+        user="end-user-7",
+    )
+    assert reply.choices[0].message.content == "Hello from local-model!"
+    upstream = fake_openai.last("/custom/v1/chat/completions")
+    assert upstream.headers["authorization"] == "Bearer sk-local-secret"
+    assert "x-flowgate-session" not in upstream.headers
+    assert "x-flowgate-agent" not in upstream.headers
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["provider"] == "local" and row["agent"] == "tester"
+    assert row["end_user"] == "end-user-7"
+    assert row["cost_usd"] is None, "no price is known for local-model: cost must be NULL"
+
+
+def test_client_key_is_forwarded_when_flowgate_holds_none(openai_client, fake_openai):
+    openai_client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert fake_openai.last("/v1/chat/completions").headers["authorization"] == (
+        "Bearer sk-client-key"
+    )
+
+
+def test_skill_pins_an_agent_to_its_model(openai_client, fake_openai, flowgate):
+    session = tag()
+    openai_client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "summarise"}],
+        extra_headers={"x-flowgate-session": session, "x-flowgate-agent": "summarizer"},
+    )
+    assert fake_openai.last("/custom/v1/chat/completions").body["model"] == "local-model"
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert (row["requested_model"], row["routed_model"], row["provider"], row["strategy"]) == (
+        "gpt-4o",
+        "local-model",
+        "local",
+        "skill",
+    )
+
+
+def test_usage_is_estimated_when_the_provider_reports_none(openai_client, flowgate):
+    session = tag()
+    chunks = list(
+        openai_client.chat.completions.create(
+            model="no-usage",
+            stream=True,
+            messages=[{"role": "user", "content": "Count the tokens of this prompt please"}],
+            extra_headers={"x-flowgate-session": session},
+        )
+    )
+    assert chunks
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["usage_source"] == "estimated"
+    # "Count the tokens of this prompt please" is 7 tokens, plus chat framing.
+    assert 7 < row["prompt_tokens"] < 20
+    # "Hello from no-usage!" is a handful of tokens.
+    assert 3 <= row["completion_tokens"] <= 8
+
+
+def test_flowgate_errors_use_the_openai_shape(flowgate):
+    cases = [
+        ("/chat/completions", b"{not json", 400, "invalid_json"),
+        ("/chat/completions", json.dumps({"messages": []}).encode(), 400, "missing_model"),
+    ]
+    for path, content, status, code in cases:
+        response = httpx.post(
+            f"{flowgate.base_url}{path}",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == status
+        error = response.json()["error"]
+        assert error["code"] == code and error["type"] == "invalid_request_error"
+        assert error["message"]
+    response = httpx.get(flowgate.base_url.removesuffix("/v1") + "/nowhere")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
