@@ -43,13 +43,22 @@ def version() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"YAML config file (default: ${CONFIG_ENV}; without one, defaults apply).",
 )
+@click.option("--host", help="Address every listener binds to (server.host).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Gateway port (server.port).")
+@click.option(
+    "--proxy-port", type=click.IntRange(1, 65535), help="Forward-proxy port (server.proxy_port)."
+)
+@click.option("--ui-port", type=click.IntRange(1, 65535), help="UI port (server.ui_port).")
 @click.option("--no-ui", is_flag=True, help="Run only the proxy listeners, not the Datasette UI.")
-def start(config_file: Path | None, no_ui: bool) -> None:
+def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> None:
     """Run the gateway and forward-proxy listeners (and the UI) until Ctrl-C."""
     try:
         settings = load_settings(config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    for key, value in server.items():
+        if value is not None:
+            setattr(settings.server, key, value)
     path = config_path(config_file)
     if path is not None:
         os.environ[CONFIG_ENV] = str(path.resolve())

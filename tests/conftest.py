@@ -20,7 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_openai import FakeOpenAI  # noqa: E402
+from fake_openai import FakeOpenAI
 
 FLOWGATE = str(Path(sys.executable).with_name("flowgate"))
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
