@@ -101,13 +101,14 @@ class PriceSettings(_Section):
 
 
 class Settings(_Section):
-    server: ServerSettings = ServerSettings()
-    database: DatabaseSettings = DatabaseSettings()
+    # Factories, not instances: defaults such as the data folder are read at load time.
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     providers: dict[str, ProviderSettings] = {}
-    smart_router: SmartRouterSettings = SmartRouterSettings()
+    smart_router: SmartRouterSettings = Field(default_factory=SmartRouterSettings)
     skills: dict[str, SkillSettings] = {}
-    logging: LoggingSettings = LoggingSettings()
-    security: SecuritySettings = SecuritySettings()
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     pricing: dict[str, PriceSettings] = {}
     source: Path | None = Field(None, exclude=True)
 

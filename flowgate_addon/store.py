@@ -97,6 +97,7 @@ class LogWriter:
         batch_size: int = 500,
         flush_interval: float = 0.25,
         max_backlog: int = 100_000,
+        final_retry_seconds: float = 5.0,
     ):
         self.path = path
         self.to_row = to_row
@@ -109,6 +110,7 @@ class LogWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._backlog: deque[tuple[Any, ...]] = deque()
         self._max_backlog = max_backlog
+        self._final_retry_seconds = final_retry_seconds
         self._stop = object()
         self._thread: threading.Thread | None = None
         self._db: sqlite_utils.Database | None = None
@@ -173,10 +175,9 @@ class LogWriter:
             self.dropped += 1
 
     def _flush(self, final: bool) -> None:
-        attempts = 20 if final else 1
-        for attempt in range(attempts):
-            if not self._backlog:
-                return
+        """Insert the backlog in one transaction; on shutdown, keep retrying for a while."""
+        give_up = time.monotonic() + (self._final_retry_seconds if final else 0.0)
+        while self._backlog:
             rows = list(self._backlog)
             try:
                 assert self._db is not None
@@ -190,8 +191,9 @@ class LogWriter:
                     len(rows),
                     self.failed_batches,
                 )
-                if final:
-                    time.sleep(min(0.1 * (attempt + 1), 1.0))
+                if time.monotonic() >= give_up:
+                    return
+                time.sleep(0.1)
                 continue
             for _ in rows:
                 self._backlog.popleft()

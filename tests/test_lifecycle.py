@@ -1,4 +1,4 @@
-"""Starting and stopping FlowGate the ways users do: `flowgate start`, `mitmdump -s`, bad configs."""
+"""Starting and stopping FlowGate as users do: `flowgate start`, `mitmdump -s`, bad configs."""
 
 from __future__ import annotations
 

@@ -1,0 +1,179 @@
+"""The addon's hooks, driven by mitmproxy's own test harness (taddons/tflow)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow, tutils
+
+from flowgate_addon.addon import METADATA_KEY, FlowGate
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "flowgate.yaml"
+    path.write_text(
+        "database: {path: ./log.db, flush_interval_ms: 10}\n"
+        "providers:\n"
+        "  openai: {base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  local: {base_url: 'https://llm.internal:8443/api/v1', models: [mine],"
+        " api_key: sk-internal}\n"
+        "security: {ip_allowlist: ['127.0.0.0/8', '10.1.0.0/16']}\n"
+    )
+    return path
+
+
+@pytest.fixture
+def addon(config):
+    gate = FlowGate()
+    with taddons.context(gate) as tctx:
+        tctx.configure(gate, flowgate_config=str(config))
+        yield gate
+    gate.done()
+
+
+def gateway_flow(
+    body: dict | bytes, path: str = "/v1/chat/completions", peer: str = "127.0.0.1", **headers: str
+):
+    flow = tflow.tflow()
+    flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:9")
+    flow.client_conn.peername = (peer, 50000)
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    flow.request = tutils.treq(
+        method=b"POST",
+        path=path.encode(),
+        host="127.0.0.1",
+        port=7798,
+        content=content,
+        headers=(
+            (b"content-type", b"application/json"),
+            *((k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()),
+        ),
+    )
+    flow.request.timestamp_start = time.time()
+    return flow
+
+
+def test_rewrites_to_the_provider_of_the_model(addon):
+    flow = gateway_flow(
+        {"model": "mine", "messages": []}, authorization="Bearer client", x_flowgate_session="s1"
+    )
+    addon.request(flow)
+    request = flow.request
+    assert flow.response is None
+    assert (request.scheme, request.host, request.port) == ("https", "llm.internal", 8443)
+    assert request.path == "/api/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer sk-internal"
+    assert "x-flowgate-session" not in request.headers
+    record = flow.metadata[METADATA_KEY]
+    assert (record.provider, record.session, record.requested_model) == ("local", "s1", "mine")
+
+
+def test_stream_request_asks_upstream_for_usage(addon):
+    flow = gateway_flow({"model": "gpt-4o-mini", "stream": True, "messages": []})
+    addon.request(flow)
+    sent = json.loads(flow.request.content)
+    assert sent["stream_options"] == {"include_usage": True}
+    assert flow.request.headers["accept-encoding"] == "identity"
+    assert flow.metadata[METADATA_KEY].strip_usage is True
+
+
+def test_stream_request_that_asked_for_usage_is_untouched(addon):
+    body = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True}}
+    flow = gateway_flow(body)
+    original = flow.request.content
+    addon.request(flow)
+    assert flow.request.content == original
+    assert flow.metadata[METADATA_KEY].strip_usage is False
+
+
+def test_provider_prefix_selects_the_provider(addon):
+    flow = gateway_flow({"model": "local/other-model", "messages": []})
+    addon.request(flow)
+    assert flow.request.host == "llm.internal"
+    assert json.loads(flow.request.content)["model"] == "other-model"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{oops", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        ({"messages": []}, "missing_model"),
+    ],
+)
+def test_bad_requests_get_openai_errors(addon, body, code):
+    flow = gateway_flow(body)
+    addon.request(flow)
+    assert flow.response.status_code == 400
+    assert json.loads(flow.response.content)["error"]["code"] == code
+
+
+def test_ip_allowlist(addon):
+    allowed = gateway_flow({"model": "gpt-4o-mini"}, peer="10.1.2.3")
+    addon.request(allowed)
+    assert allowed.response is None
+    denied = gateway_flow({"model": "gpt-4o-mini"}, peer="192.168.1.5")
+    addon.request(denied)
+    assert denied.response.status_code == 403
+    assert json.loads(denied.response.content)["error"]["code"] == "ip_not_allowed"
+    mapped = gateway_flow({"model": "gpt-4o-mini"}, peer="::ffff:10.1.0.9")
+    addon.request(mapped)
+    assert mapped.response is None
+
+
+def test_forward_proxy_observes_known_hosts_only(addon):
+    flow = tflow.tflow()
+    flow.client_conn.proxy_mode = ProxyMode.parse("regular")
+    flow.request = tutils.treq(
+        method=b"POST",
+        host="llm.internal",
+        port=8443,
+        scheme=b"https",
+        path=b"/api/v1/embeddings",
+        content=json.dumps({"model": "mine", "input": "x"}).encode(),
+    )
+    addon.request(flow)
+    record = flow.metadata[METADATA_KEY]
+    assert (record.mode, record.endpoint, record.provider) == ("proxy", "embeddings", "local")
+    assert flow.request.host == "llm.internal"  # observed, not rerouted
+    other = tflow.tflow()
+    other.client_conn.proxy_mode = ProxyMode.parse("regular")
+    addon.request(other)
+    assert METADATA_KEY not in other.metadata
+
+
+def test_bad_config_is_an_options_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: nope\n")
+    gate = FlowGate()
+    with taddons.context(gate) as tctx, pytest.raises(exceptions.OptionsError) as info:
+        tctx.configure(gate, flowgate_config=str(bad))
+    assert "line 2: server.port" in str(info.value)
+
+
+def test_response_hook_queues_a_row(addon, config):
+    flow = gateway_flow({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q"}]})
+    addon.request(flow)
+    flow.response = tutils.tresp(
+        content=json.dumps(
+            {
+                "choices": [{"message": {"role": "assistant", "content": "a"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            }
+        ).encode()
+    )
+    addon.response(flow)
+    addon.done()
+    import sqlite3
+
+    row = (
+        sqlite3.connect(config.parent / "log.db")
+        .execute("SELECT prompt_tokens, completion_tokens, prompt, response, status FROM requests")
+        .fetchone()
+    )
+    assert row == (3, 1, "user: q", "a", 200)

@@ -1,0 +1,87 @@
+"""Settings loading details and the price book."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowgate_addon.config import ConfigError, load_settings
+from flowgate_addon.paths import default_db_path
+from flowgate_addon.pricing import PriceBook, litellm_price_map
+
+
+def test_defaults_need_no_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("FLOWGATE_CONFIG", raising=False)
+    monkeypatch.setenv("FLOWGATE_HOME", str(tmp_path))
+    settings = load_settings()
+    assert (settings.server.host, settings.server.port, settings.server.proxy_port) == (
+        "127.0.0.1",
+        7798,
+        7799,
+    )
+    assert settings.database.path == default_db_path() == tmp_path / "flowgate.db"
+    assert settings.smart_router.enabled is False
+    assert settings.logging.store_prompts and settings.logging.store_responses
+
+
+def test_env_references_take_yaml_types_and_defaults(monkeypatch, tmp_path):
+    monkeypatch.setenv("GW_PORT", "9100")
+    monkeypatch.setenv("LOCAL_KEY", "sk-abc")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "server: {port: '${GW_PORT}', proxy_port: '${PROXY_PORT:-9101}'}\n"
+        "database: {path: logs/x.db}\n"
+        "providers:\n  local: {base_url: 'http://h:1/v1/', api_key: 'Bearer-less ${LOCAL_KEY}'}\n"
+    )
+    monkeypatch.setenv("FLOWGATE_CONFIG", str(path))
+    settings = load_settings()
+    assert (settings.server.port, settings.server.proxy_port) == (9100, 9101)
+    assert settings.providers["local"].api_key == "Bearer-less sk-abc"
+    assert settings.providers["local"].base_url == "http://h:1/v1"
+    assert settings.database.path == tmp_path / "logs" / "x.db"  # relative to the file
+
+
+def test_duplicate_keys_and_non_mapping_files_are_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("server:\n  port: 1\n  port: 2\n")
+    with pytest.raises(ConfigError, match="line 3: server.port: duplicate key"):
+        load_settings(path)
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_settings(path)
+
+
+def test_active_routing_strategy_is_refused_until_available(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("smart_router:\n  enabled: true\n  strategy: complexity\n")
+    with pytest.raises(ConfigError, match="line 3: smart_router.strategy"):
+        load_settings(path)
+
+
+def test_price_book_uses_the_map_and_overrides():
+    mapped = litellm_price_map()["gpt-4o"]
+    book = PriceBook()
+    assert book.cost("gpt-4o", 1000, 100) == pytest.approx(
+        1000 * mapped["input_cost_per_token"] + 100 * mapped["output_cost_per_token"]
+    )
+    assert book.cost("never-heard-of-it", 1000, 100) is None
+    assert book.cost("gpt-4o", None, None) is None
+
+    from flowgate_addon.config import PriceSettings
+
+    book = PriceBook(
+        {
+            "my-model": PriceSettings(input=2.0, output=8.0, cached_input=0.5),
+            "gpt-4o": PriceSettings(input=1.0),
+        }
+    )
+    assert book.cost("my-model", 1_000_000, 500_000, cached_tokens=200_000) == pytest.approx(
+        0.8 * 2.0 + 0.2 * 0.5 + 0.5 * 8.0
+    )
+    assert book.cost("gpt-4o", 1_000_000, 1_000_000) == pytest.approx(1.0)
+
+
+def test_price_map_is_read_without_importing_litellm():
+    import sys
+
+    litellm_price_map()
+    assert "litellm" not in sys.modules or "litellm.main" not in sys.modules
