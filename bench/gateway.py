@@ -344,6 +344,8 @@ def write_lua(workdir: Path, fixed_total: int | None = None, threads: int = 1) -
 # Each thread sends exactly its share of TOTAL requests: request() returns an empty
 # string once the share is used up (nothing is written), and response() stops the
 # thread when the last reply of its share arrived. done() prints the exact counts.
+# wrk calls request() once on the first thread to check the script before anything
+# is sent, so that thread's counter starts at -1.
 FIXED_COUNT_LUA = """
 local threads = {{}}
 sent, received, limit = 0, 0, 0
@@ -354,6 +356,7 @@ function setup(thread)
   local share = math.floor({total} / {threads})
   if id < {total} % {threads} then share = share + 1 end
   thread:set("limit", share)
+  if id == 0 then thread:set("sent", -1) end
   table.insert(threads, thread)
 end
 

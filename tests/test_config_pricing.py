@@ -43,7 +43,7 @@ def test_env_references_take_yaml_types_and_defaults(monkeypatch, tmp_path):
 def test_duplicate_keys_and_non_mapping_files_are_errors(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("server:\n  port: 1\n  port: 2\n")
-    with pytest.raises(ConfigError, match="line 3: server.port: duplicate key"):
+    with pytest.raises(ConfigError, match=r"line 3: server\.port: duplicate key"):
         load_settings(path)
     path.write_text("- just\n- a list\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
@@ -53,7 +53,7 @@ def test_duplicate_keys_and_non_mapping_files_are_errors(tmp_path):
 def test_active_routing_strategy_is_refused_until_available(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("smart_router:\n  enabled: true\n  strategy: complexity\n")
-    with pytest.raises(ConfigError, match="line 3: smart_router.strategy"):
+    with pytest.raises(ConfigError, match=r"line 3: smart_router\.strategy"):
         load_settings(path)
 
 
