@@ -85,3 +85,28 @@ def test_price_map_is_read_without_importing_litellm():
 
     litellm_price_map()
     assert "litellm" not in sys.modules or "litellm.main" not in sys.modules
+
+
+def test_the_example_config_is_valid_and_documents_every_key(monkeypatch):
+    """Keep config/flowgate.example.yaml true to the code."""
+    from pathlib import Path
+
+    import yaml
+
+    from flowgate_addon.config import Settings
+
+    example = Path(__file__).parent.parent / "config" / "flowgate.example.yaml"
+    monkeypatch.delenv("LOCAL_LLM_KEY", raising=False)
+    settings = load_settings(example)
+    assert settings.providers["local"].models == ["my-model"]
+    documented = yaml.safe_load(example.read_text())
+    for section, model in Settings.model_fields.items():
+        if section == "source":
+            continue
+        assert section in documented, section
+        sub = getattr(model.annotation, "model_fields", None)
+        if sub:
+            assert set(sub) <= set(documented[section]), (
+                section,
+                set(sub) - set(documented[section]),
+            )
