@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from flowgate_addon import __version__
 from flowgate_addon.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
 from flowgate_addon.paths import data_dir
 from flowgate_addon.providers import ProviderRegistry
+from flowgate_addon.store import open_db
 
 ADDON_SCRIPT = Path(__file__).with_name("addon.py")
 
@@ -59,6 +61,12 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
     for key, value in server.items():
         if value is not None:
             setattr(settings.server, key, value)
+    try:
+        open_db(settings.database.path).conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise click.ClickException(
+            f"cannot open the log database {settings.database.path}: {exc}"
+        ) from None
     path = config_path(config_file)
     if path is not None:
         os.environ[CONFIG_ENV] = str(path.resolve())
@@ -120,9 +128,6 @@ def mitmdump_args(settings: Settings) -> list[str]:
 
 def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
     """Datasette over the log database, as a child process."""
-    from flowgate_addon.store import open_db
-
-    open_db(settings.database.path).conn.close()
     server = settings.server
     return subprocess.Popen(
         [

@@ -7,6 +7,7 @@ so host, base URL, wire format and credential style live in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,20 +31,20 @@ class Provider:
     auth_header: str = "authorization"
     auth_prefix: str = "Bearer "
 
-    @property
+    @cached_property
     def scheme(self) -> str:
         return urlsplit(self.base_url).scheme
 
-    @property
+    @cached_property
     def host(self) -> str:
         return urlsplit(self.base_url).hostname or ""
 
-    @property
+    @cached_property
     def port(self) -> int:
         parts = urlsplit(self.base_url)
         return parts.port or (443 if parts.scheme == "https" else 80)
 
-    @property
+    @cached_property
     def base_path(self) -> str:
         return urlsplit(self.base_url).path.rstrip("/")
 

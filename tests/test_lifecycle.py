@@ -181,3 +181,11 @@ def test_ui_serves_the_log_database(tmp_path, fake_openai):
         assert any(r["endpoint"] == "chat.completions" for r in response.json())
     finally:
         assert running.stop() == 0
+
+
+def test_unusable_database_path_is_reported(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = start_with(tmp_path, f"database: {{path: {tmp_path / 'file' / 'x.db'}}}\n")
+    assert result.returncode != 0
+    assert "cannot open the log database" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
