@@ -22,6 +22,7 @@ from flowgate_addon.record import CallRecord
 
 SESSION_HEADER = "x-flowgate-session"
 AGENT_HEADER = "x-flowgate-agent"
+FLOWGATE_HEADER_PREFIX = b"x-flowgate-"
 API_PREFIX = "/v1"
 # Endpoints whose request body must be a JSON object naming a model.
 MODEL_ENDPOINTS = {"chat.completions", "embeddings", "completions", "responses"}
@@ -132,7 +133,7 @@ class Gateway:
 
     def _new_record(self, flow: http.HTTPFlow, mode: str, endpoint: str) -> CallRecord:
         request = flow.request
-        headers = request.headers
+        meta = _pop_flowgate_headers(request.headers)
         peer = flow.client_conn.peername
         return CallRecord(
             t_start=request.timestamp_start or time.time(),
@@ -141,9 +142,9 @@ class Gateway:
             method=request.method,
             path=request.path.partition("?")[0],
             endpoint=endpoint,
-            host=request.pretty_host,
-            session=headers.pop(SESSION_HEADER, None),
-            agent=headers.pop(AGENT_HEADER, None),
+            host=request.host,
+            session=meta.get(SESSION_HEADER),
+            agent=meta.get(AGENT_HEADER),
         )
 
     def _read_body(self, flow: http.HTTPFlow, record: CallRecord) -> dict[str, Any] | None:
@@ -208,6 +209,18 @@ class Gateway:
         record.local = True
         record.error = message
         flow.response = error_response(status, message, code)
+
+
+def _pop_flowgate_headers(headers: http.Headers) -> dict[str, str]:
+    """Remove `x-flowgate-*` headers, returning them; one pass over the raw fields."""
+    found = {
+        name.decode("latin-1").lower(): value.decode("utf-8", "replace")
+        for name, value in headers.fields
+        if name[:11].lower() == FLOWGATE_HEADER_PREFIX
+    }
+    for name in found:
+        del headers[name]
+    return found
 
 
 def model_list(
