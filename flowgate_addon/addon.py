@@ -118,8 +118,13 @@ class FlowGate:
         record: CallRecord | None = flow.metadata.pop(METADATA_KEY, None)
         if record is None or self.writer is None:
             return
-        record.status = flow.response.status_code if flow.response else 502
-        record.error = flow.error.msg if flow.error else "connection failed"
+        message = flow.error.msg if flow.error else "connection failed"
+        if flow.response is None:
+            record.status = 502
+            record.error = f"could not reach {record.provider or record.host}: {message}"
+        else:  # the upstream broke off mid-response
+            record.status = flow.response.status_code
+            record.error = message
         record.t_end = time.time()
         self.writer.submit(record)
 

@@ -1,5 +1,6 @@
 """A local stand-in for an OpenAI-compatible provider, for tests.
 
+JSON answers are gzip-compressed when the client accepts it, as real providers do.
 It answers chat completions (JSON and SSE, with OpenAI's exact include_usage
 behaviour), embeddings and models, under any base path ending in /v1. Model
 names pick behaviours: `fail-400`, `fail-500`, `no-usage`. Every request it
@@ -8,6 +9,7 @@ receives is recorded so tests can check what FlowGate sent upstream.
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from dataclasses import dataclass, field
@@ -222,6 +224,9 @@ class FakeOpenAI:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
+                if "gzip" in self.headers.get("accept-encoding", ""):
+                    data = gzip.compress(data)
+                    self.send_header("content-encoding", "gzip")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -342,3 +342,70 @@ def test_flowgate_errors_use_the_openai_shape(flowgate):
         assert error["message"]
     response = httpx.get(flowgate.base_url.removesuffix("/v1") + "/nowhere")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_compressed_upstream_json_is_passed_on_and_parsed(flowgate, fake_openai):
+    session = tag()
+    response = httpx.post(
+        f"{flowgate.base_url}/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "zip"}]},
+        headers={"accept-encoding": "gzip", "x-flowgate-session": session},
+    )
+    assert response.headers["content-encoding"] == "gzip"  # the bytes upstream sent
+    assert response.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["prompt_tokens"] == PROMPT_TOKENS and row["response"] == "Hello from gpt-4o-mini!"
+
+
+def test_unreachable_provider_is_a_logged_502(tmp_path, fake_openai):
+    from conftest import free_port, start_flowgate, write_config
+
+    config = write_config(
+        tmp_path,
+        fake_openai,
+        {
+            "providers": {
+                "down": {
+                    "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                    "models": ["down-model"],
+                },
+            }
+        },
+    )
+    running = start_flowgate(tmp_path, config)
+    try:
+        client = openai.OpenAI(base_url=running.base_url, api_key="sk-x", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(
+                model="down-model", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert info.value.status_code == 502
+        [row] = running.wait_rows("provider = 'down'")
+        assert row["status"] == 502
+        assert row["error"].startswith("could not reach down: ")
+        assert "connect call failed" in row["error"].lower()
+        # FlowGate keeps serving other providers.
+        assert client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        ).choices
+    finally:
+        assert running.stop() == 0
+
+
+def test_forward_proxy_listener_observes_provider_traffic(flowgate, fake_openai):
+    """Plain-HTTP forward proxying to a configured provider host is logged in proxy mode."""
+    session = tag()
+    with httpx.Client(proxy=flowgate.proxy_url) as client:
+        response = client.post(
+            f"{fake_openai.base_url}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "via proxy"}]},
+            headers={"x-flowgate-session": session},
+        )
+    assert response.json()["choices"][0]["message"]["content"] == "Hello from gpt-4o-mini!"
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert (row["mode"], row["endpoint"], row["provider"]) == (
+        "proxy",
+        "chat.completions",
+        "openai",
+    )
+    assert row["prompt_tokens"] == PROMPT_TOKENS and row["prompt"] == "user: via proxy"
