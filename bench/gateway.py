@@ -28,6 +28,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 API_PATH = "/v1/chat/completions"
@@ -119,7 +121,7 @@ def find_tools() -> Tools:
     if missing:
         sys.exit(
             f"error: {' and '.join(missing)} not found on PATH; "
-            "install them with: apt-get install -y nginx wrk"
+            "install with: apt-get install -y nginx wrk"
         )
     tools = {name: find_executable(name) for name in ("nginx", "wrk", "mitmdump", "flowgate")}
     for name in ("mitmdump", "flowgate"):
@@ -167,7 +169,7 @@ def spawn(
     return proc, log
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[Any]) -> None:
     """Terminate PROC cleanly, killing it if it does not exit in time."""
     if proc.poll() is not None:
         return
@@ -345,7 +347,9 @@ def write_lua(workdir: Path, fixed_total: int | None = None, threads: int = 1) -
 # string once the share is used up (nothing is written), and response() stops the
 # thread when the last reply of its share arrived. done() prints the exact counts.
 # wrk calls request() once on the first thread to check the script before anything
-# is sent, so that thread's counter starts at -1.
+# is sent, so that thread's counter starts at -1. wrk's main thread sleeps for the
+# whole -d duration regardless, so each thread reports THREAD-DONE on stderr and the
+# caller ends wrk with SIGINT (which makes it print its summary) once all are done.
 FIXED_COUNT_LUA = """
 local threads = {{}}
 sent, received, limit = 0, 0, 0
@@ -369,7 +373,10 @@ end
 
 function response(status, headers, body)
   received = received + 1
-  if received >= limit then wrk.thread:stop() end
+  if received == limit then
+    io.stderr:write("THREAD-DONE\\n")
+    wrk.thread:stop()
+  end
 end
 
 function done(summary, latency, requests)
@@ -414,6 +421,31 @@ def run_wrk(tools: Tools, url: str, connections: int, duration_s: float, script:
     if done.returncode != 0:
         sys.exit(f"error: wrk failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
+
+
+def run_wrk_until_done(cmd: list[str], threads: int, timeout_s: float) -> str:
+    """Run a fixed-count wrk; SIGINT it once all THREADS report done; return its stdout."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(timeout_s, proc.kill)
+    watchdog.start()
+    finished, other, err = 0, [], ""
+    try:
+        while proc.stderr is not None and finished < threads:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if line.strip() == "THREAD-DONE":
+                finished += 1
+            else:
+                other.append(line)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        stop_process(proc)
+    if proc.returncode != 0 or finished < threads:
+        sys.exit(f"error: wrk failed ({proc.returncode}): {''.join(other)}{err}".strip())
+    return out
 
 
 def to_ms(text: str) -> float:
@@ -546,7 +578,8 @@ def fixed_load(tools: Tools, url: str, connections: int, total: int, workdir: Pa
     threads = min(connections, 2)
     script = write_lua(workdir, fixed_total=total, threads=threads)
     budget = max(60.0, total / 50)
-    output = run_wrk(tools, url, connections, budget, script)
+    cmd = wrk_command(tools, url, connections, budget, script)
+    output = run_wrk_until_done(cmd, threads, budget + 60)
     match = re.search(r"FIXED sent=(\d+) received=(\d+)", output)
     if match is None:
         sys.exit(f"error: unexpected wrk output in fixed-count run:\n{output}")
@@ -611,19 +644,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--memory-requests", type=int, default=20_000, help="memory phase load (20000)"
     )
     parser.add_argument("--skip-memory", action="store_true", help="skip the memory phase")
+    parser.add_argument(
+        "--keep-workdir", action="store_true", help="keep configs, logs and databases"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.duration < 1 or min(args.connections) < 1:
         parser.error("--repeats, --duration and --connections must be at least 1")
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the throughput/latency benchmark, then the memory check, and print the tables."""
-    args = parse_args(argv)
-    tools = find_tools()
-    with tempfile.TemporaryDirectory(prefix="flowgate-bench-") as tmp, ExitStack() as stack:
-        workdir = Path(tmp)
-        upstream = stack.enter_context(running(start_nginx(tools, workdir)))
+def run_all(tools: Tools, workdir: Path, args: argparse.Namespace) -> None:
+    """Start the upstream, run both phases in WORKDIR and print the tables."""
+    with running(start_nginx(tools, workdir)) as upstream:
         script = write_lua(workdir)
         with ExitStack() as proxies:
             bare = proxies.enter_context(running(start_mitmdump(tools, workdir, upstream.port)))
@@ -641,6 +673,20 @@ def main(argv: list[str] | None = None) -> None:
             tables = memory_check(tools, workdir, upstream.port, args)
             print(f"\n## FlowGate memory and logging ({max(args.connections)} connections)\n")
             print(tables)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the throughput/latency benchmark, then the memory check, and print the tables."""
+    args = parse_args(argv)
+    tools = find_tools()
+    workdir = Path(tempfile.mkdtemp(prefix="flowgate-bench-"))
+    try:
+        run_all(tools, workdir, args)
+    finally:
+        if args.keep_workdir:
+            print(f"work directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
