@@ -122,9 +122,12 @@ class FlowGate:
         if flow.response is None:
             record.status = 502
             record.error = f"could not reach {record.provider or record.host}: {message}"
-        else:  # the upstream broke off mid-response
+        else:  # the response was under way when the client or upstream broke off
             record.status = flow.response.status_code
             record.error = message
+            if not record.chunks and flow.response.raw_content:
+                record.response_body = flow.response.raw_content
+                record.content_encoding = flow.response.headers.get("content-encoding")
         record.t_end = time.time()
         self.writer.submit(record)
 

@@ -72,9 +72,14 @@ class Gateway:
             body["model"] = upstream_model
             record.body_changed = True
         self._prepare(flow, record, provider, body)
-        request.scheme = provider.scheme
-        request.host = record.host = provider.host
-        request.port = provider.port
+        # Setting host or port rewrites the Host header: skip it when nothing changes.
+        if request.scheme != provider.scheme:
+            request.scheme = provider.scheme
+        if request.host != provider.host:
+            request.host = provider.host
+        if request.port != provider.port:
+            request.port = provider.port
+        record.host = provider.host
         request.path = provider.upstream_path(api_path) + (f"?{query}" if query else "")
         if credential := provider.credential():
             request.headers[credential[0]] = credential[1]

@@ -59,7 +59,7 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
     reply = _read_reply(record)
     usage = reply.usage
     usage_source = "provider" if usage and usage.prompt_tokens is not None else None
-    ok = record.status is not None and 200 <= record.status < 300
+    ok = record.status is not None and 200 <= record.status < 300 and not record.error
     if usage_source is None and ok and not record.local and record.endpoint in _COUNTABLE:
         model = record.routed_model or record.requested_model or ""
         usage = openai.Usage(

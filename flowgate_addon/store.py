@@ -90,6 +90,8 @@ _INSERT_SQL = (
 class LogWriter:
     """Batches rows into SQLite on its own thread."""
 
+    TICK = 0.02  # seconds between wake-ups while rows are pending
+
     def __init__(
         self,
         path: Path,
@@ -140,37 +142,51 @@ class LogWriter:
             self._db = None
 
     def _run(self) -> None:
+        # Wake once per tick, not once per request: a thread wake-up per call costs the
+        # proxy more than the row itself. Each tick's rows are built in one short slice,
+        # so the event loop never waits long for the GIL; inserts are batched per
+        # flush interval.
         stopping = False
         while not stopping:
-            batch: list[Any] = []
-            deadline = None
-            while len(batch) < self.batch_size:
-                if deadline is not None:
-                    timeout: float | None = max(0.0, deadline - time.monotonic())
-                else:  # idle: wake up now and then to retry rows a failed write kept
-                    timeout = 1.0 if self._backlog else None
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
+            timeout = 1.0 if self._backlog else None  # idle; retry kept rows now and then
+            try:
+                items = [self._queue.get(timeout=timeout)]
+            except queue.Empty:
+                self._flush(final=False)
+                continue
+            deadline = time.monotonic() + self.flush_interval
+            pending = 0
+            while True:
+                for item in items:
+                    if item is self._stop:
+                        stopping = True
+                        break
+                    self._convert(item)
+                    pending += 1
+                now = time.monotonic()
+                if stopping or pending >= self.batch_size or now >= deadline:
                     break
-                if item is self._stop:
-                    stopping = True
-                    break
-                batch.append(item)
-                deadline = deadline or time.monotonic() + self.flush_interval
-            self._convert(batch)
+                time.sleep(min(self.TICK, deadline - now))
+                items = self._drain()
             self._flush(final=stopping)
 
-    def _convert(self, batch: list[Any]) -> None:
-        for record in batch:
+    def _drain(self) -> list[Any]:
+        items = []
+        while True:
             try:
-                row = self.to_row(record)
-            except Exception:  # a bad record must not take the writer down
-                self.row_errors += 1
-                log.exception("FlowGate could not build a log row")
-                continue
-            self._backlog.append(tuple(row.get(c) for c in _INSERT_COLUMNS))
-        while len(self._backlog) > self._max_backlog:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _convert(self, record: Any) -> None:
+        try:
+            row = self.to_row(record)
+        except Exception:  # a bad record must not take the writer down
+            self.row_errors += 1
+            log.exception("FlowGate could not build a log row")
+            return
+        self._backlog.append(tuple(row.get(c) for c in _INSERT_COLUMNS))
+        if len(self._backlog) > self._max_backlog:
             self._backlog.popleft()
             self.dropped += 1
 

@@ -177,3 +177,22 @@ def test_response_hook_queues_a_row(addon, config):
         .fetchone()
     )
     assert row == (3, 1, "user: q", "a", 200)
+
+
+def test_a_call_broken_off_is_logged_with_its_error_not_estimated(addon, config):
+    from mitmproxy import flow as mflow
+
+    flow = gateway_flow({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q"}]})
+    addon.request(flow)
+    flow.response = tutils.tresp(content=b'{"partial": ')
+    flow.error = mflow.Error("Client disconnected.")
+    addon.error(flow)
+    addon.done()
+    import sqlite3
+
+    row = (
+        sqlite3.connect(config.parent / "log.db")
+        .execute("SELECT status, error, usage_source, prompt_tokens FROM requests")
+        .fetchone()
+    )
+    assert row == (200, "Client disconnected.", None, None)
