@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import signal
@@ -83,6 +84,8 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
     )
     from mitmproxy.tools.main import mitmdump
 
+    # One line per client connection drowns FlowGate's own messages; keep warnings.
+    logging.getLogger("mitmproxy.proxy.server").setLevel(logging.WARNING)
     try:
         mitmdump(mitmdump_args(settings))
     finally:

@@ -88,6 +88,7 @@ class Gateway:
     def _answer_models(self, flow: http.HTTPFlow, record: CallRecord, api_path: str) -> None:
         record.local = True
         record.provider = "flowgate"
+        record.host = None
         if flow.request.method != "GET":
             self._fail(flow, record, 405, f"use GET for {API_PREFIX}/models", "method_not_allowed")
             return

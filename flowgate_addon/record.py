@@ -25,7 +25,7 @@ class CallRecord:
     method: str
     path: str
     endpoint: str
-    host: str
+    host: str | None
     provider: str | None = None
     requested_model: str | None = None
     routed_model: str | None = None
