@@ -120,10 +120,10 @@ class Gateway:
     def proxy_request(self, flow: http.HTTPFlow) -> CallRecord | None:
         """Observe a call to a known provider host; anything else is not ours."""
         request = flow.request
-        provider = self.registry.for_host(request.pretty_host, request.port)
+        path = request.path.partition("?")[0]
+        provider = self.registry.for_host(request.pretty_host, request.port, path)
         if provider is None:
             return None
-        path = request.path.partition("?")[0]
         base = provider.base_path
         api_path = path[len(base) :] if base and path.startswith(base) else path
         endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")

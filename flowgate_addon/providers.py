@@ -66,13 +66,17 @@ class ProviderRegistry:
         self.providers = providers
         self.default = providers[default]
         self._by_model = {m: p for p in providers.values() for m in p.models}
-        self._by_host = {(p.host, p.port): p for p in providers.values()}
+        self._by_host: dict[tuple[str, int], list[Provider]] = {}
+        for p in providers.values():
+            self._by_host.setdefault((p.host, p.port), []).append(p)
+        for candidates in self._by_host.values():  # longest base path first
+            candidates.sort(key=lambda p: len(p.base_path), reverse=True)
 
     @classmethod
     def from_config(cls, configured: dict[str, Any]) -> ProviderRegistry:
         """Build from `providers:` settings (built-ins overridable, custom ones added)."""
         providers: dict[str, Provider] = {}
-        for name in {*BUILTIN_PROVIDERS, *configured}:
+        for name in [*BUILTIN_PROVIDERS, *(n for n in configured if n not in BUILTIN_PROVIDERS)]:
             spec = dict(BUILTIN_PROVIDERS.get(name, {}))
             if name in configured:
                 override = configured[name].model_dump(exclude_unset=True)
@@ -94,5 +98,10 @@ class ProviderRegistry:
             return self.providers[prefix], rest
         return self.default, model
 
-    def for_host(self, host: str, port: int) -> Provider | None:
-        return self._by_host.get((host, port))
+    def for_host(self, host: str, port: int, path: str = "/") -> Provider | None:
+        """The provider at this address whose base path the request path is under."""
+        for provider in self._by_host.get((host, port), ()):
+            base = provider.base_path
+            if not base or path == base or path.startswith(base + "/"):
+                return provider
+        return None

@@ -110,3 +110,22 @@ def test_the_example_config_is_valid_and_documents_every_key(monkeypatch):
                 section,
                 set(sub) - set(documented[section]),
             )
+
+
+def test_providers_sharing_a_host_are_told_apart_by_base_path(tmp_path):
+    from flowgate_addon.providers import ProviderRegistry
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers:\n"
+        "  openai: {base_url: 'http://h:1/v1'}\n"
+        "  a: {base_url: 'http://h:1/team-a/v1'}\n"
+        "  b: {base_url: 'http://h:1/team-a/v1/b'}\n"
+    )
+    registry = ProviderRegistry.from_config(load_settings(path).providers)
+    assert list(registry.providers) == ["openai", "a", "b"]
+    assert registry.for_host("h", 1, "/v1/chat/completions").name == "openai"
+    assert registry.for_host("h", 1, "/team-a/v1/embeddings").name == "a"
+    assert registry.for_host("h", 1, "/team-a/v1/b/chat/completions").name == "b"
+    assert registry.for_host("h", 1, "/elsewhere") is None
+    assert registry.for_host("h", 2, "/v1/chat/completions") is None
