@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import pytest
@@ -56,6 +57,13 @@ def gateway_flow(
     )
     flow.request.timestamp_start = time.time()
     return flow
+
+
+def logged_row(addon: FlowGate, config, columns: str) -> tuple:
+    """Stop the addon (flushing its writer) and read back the one logged row."""
+    addon.done()
+    with sqlite3.connect(config.parent / "log.db") as conn:
+        return conn.execute(f"SELECT {columns} FROM requests").fetchone()
 
 
 def test_rewrites_to_the_provider_of_the_model(addon):
@@ -168,14 +176,7 @@ def test_response_hook_queues_a_row(addon, config):
         ).encode()
     )
     addon.response(flow)
-    addon.done()
-    import sqlite3
-
-    row = (
-        sqlite3.connect(config.parent / "log.db")
-        .execute("SELECT prompt_tokens, completion_tokens, prompt, response, status FROM requests")
-        .fetchone()
-    )
+    row = logged_row(addon, config, "prompt_tokens, completion_tokens, prompt, response, status")
     assert row == (3, 1, "user: q", "a", 200)
 
 
@@ -187,12 +188,5 @@ def test_a_call_broken_off_is_logged_with_its_error_not_estimated(addon, config)
     flow.response = tutils.tresp(content=b'{"partial": ')
     flow.error = mflow.Error("Client disconnected.")
     addon.error(flow)
-    addon.done()
-    import sqlite3
-
-    row = (
-        sqlite3.connect(config.parent / "log.db")
-        .execute("SELECT status, error, usage_source, prompt_tokens FROM requests")
-        .fetchone()
-    )
+    row = logged_row(addon, config, "status, error, usage_source, prompt_tokens")
     assert row == (200, "Client disconnected.", None, None)

@@ -160,16 +160,20 @@ def test_stream_with_include_usage_passes_usage_through(flowgate, openai_client)
     )
 
 
-def test_sdk_stream_sees_no_extra_usage_chunk(openai_client, flowgate):
-    session = tag()
-    chunks = list(
-        openai_client.chat.completions.create(
-            model="gpt-4o-mini",
+def sdk_stream(client, model: str, content: str, session: str) -> list:
+    return list(
+        client.chat.completions.create(
+            model=model,
             stream=True,
-            messages=[{"role": "user", "content": "Say hello"}],
+            messages=[{"role": "user", "content": content}],
             extra_headers={"x-flowgate-session": session},
         )
     )
+
+
+def test_sdk_stream_sees_no_extra_usage_chunk(openai_client, flowgate):
+    session = tag()
+    chunks = sdk_stream(openai_client, "gpt-4o-mini", "Say hello", session)
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Hello from gpt-4o-mini!"
     assert all(c.usage is None and c.choices for c in chunks)
     [row] = flowgate.wait_rows("session = ?", (session,))
@@ -308,13 +312,8 @@ def test_skill_pins_an_agent_to_its_model(openai_client, fake_openai, flowgate):
 
 def test_usage_is_estimated_when_the_provider_reports_none(openai_client, flowgate):
     session = tag()
-    chunks = list(
-        openai_client.chat.completions.create(
-            model="no-usage",
-            stream=True,
-            messages=[{"role": "user", "content": "Count the tokens of this prompt please"}],
-            extra_headers={"x-flowgate-session": session},
-        )
+    chunks = sdk_stream(
+        openai_client, "no-usage", "Count the tokens of this prompt please", session
     )
     assert chunks
     [row] = flowgate.wait_rows("session = ?", (session,))
