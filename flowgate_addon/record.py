@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowgate_addon.apis import openai
+from flowgate_addon.apis.common import Reply, Usage
 from flowgate_addon.config import LoggingSettings
 from flowgate_addon.pricing import PriceBook
 
@@ -62,13 +63,13 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
     ok = record.status is not None and 200 <= record.status < 300 and not record.error
     if usage_source is None and ok and not record.local and record.endpoint in _COUNTABLE:
         model = record.routed_model or record.requested_model or ""
-        usage = openai.Usage(
+        usage = Usage(
             prompt_tokens=tokencount.count_request(model, body),
             completion_tokens=tokencount.count_text(model, reply.text or ""),
         )
         usage.total_tokens = usage.prompt_tokens + (usage.completion_tokens or 0)
         usage_source = "estimated"
-    usage = usage or openai.Usage()
+    usage = usage or Usage()
     model = record.routed_model or record.requested_model
     cost = prices.cost(
         model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, record.provider
@@ -115,7 +116,7 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
 _COUNTABLE = {"chat.completions", "completions", "embeddings"}
 
 
-def _read_reply(record: CallRecord) -> openai.Reply:
+def _read_reply(record: CallRecord) -> Reply:
     if record.chunks:
         return openai.read_sse_response(record.chunks)
     if record.response_body:
@@ -126,9 +127,9 @@ def _read_reply(record: CallRecord) -> openai.Reply:
             try:
                 body = encoding.decode(body, record.content_encoding)
             except ValueError:
-                return openai.Reply(error="response body could not be decoded")
+                return Reply(error="response body could not be decoded")
         return openai.read_json_response(body)
-    return openai.Reply()
+    return Reply()
 
 
 def _json(raw: bytes | None) -> dict[str, Any]:

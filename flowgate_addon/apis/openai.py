@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
+
+from flowgate_addon.apis.common import Reply, Usage, sse_payloads
 
 # API path below the base URL -> endpoint name logged in `requests.endpoint`.
 ENDPOINTS = {
@@ -15,41 +15,6 @@ ENDPOINTS = {
     "/completions": "completions",
     "/responses": "responses",
 }
-
-_EVENT_SPLIT = re.compile(rb"(\r?\n\r?\n)")
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
-    total_tokens: int | None = None
-
-    @classmethod
-    def from_obj(cls, usage: Any) -> Usage | None:
-        if not isinstance(usage, dict):
-            return None
-        details = usage.get("prompt_tokens_details") or {}
-        prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-        completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-        total = _int(usage.get("total_tokens"))
-        if total is None and prompt is not None:
-            total = prompt + (completion or 0)
-        return cls(prompt, completion, _int(details.get("cached_tokens")), total)
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-@dataclass
-class Reply:
-    """What a response said: usage, text, and any error message."""
-
-    usage: Usage | None = None
-    text: str | None = None
-    error: str | None = None
 
 
 def read_json_response(body: bytes) -> Reply:
@@ -60,18 +25,6 @@ def read_json_response(body: bytes) -> Reply:
     if not isinstance(obj, dict):
         return Reply()
     return Reply(Usage.from_obj(obj.get("usage")), response_text(obj), error_message(obj))
-
-
-def sse_payloads(data: bytes) -> Iterator[str]:
-    """The `data:` payloads of a complete SSE byte stream, in order."""
-    for event in _EVENT_SPLIT.split(data):
-        lines = [
-            line[5:].lstrip()
-            for line in event.decode("utf-8", "replace").splitlines()
-            if line.startswith("data:")
-        ]
-        if lines:
-            yield "\n".join(lines)
 
 
 def read_sse_response(chunks: Iterable[bytes]) -> Reply:

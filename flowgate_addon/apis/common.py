@@ -1,0 +1,57 @@
+"""What every wire format reports: usage, reply text, errors; and SSE framing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+_EVENT_SPLIT = re.compile(rb"(\r?\n\r?\n)")
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    total_tokens: int | None = None
+    cache_write_tokens: int | None = None  # prompt tokens written to a provider cache
+
+    @classmethod
+    def from_obj(cls, usage: Any) -> Usage | None:
+        """OpenAI's usage object (Chat Completions and Responses field names)."""
+        if not isinstance(usage, dict):
+            return None
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+        prompt = as_int(usage.get("prompt_tokens", usage.get("input_tokens")))
+        completion = as_int(usage.get("completion_tokens", usage.get("output_tokens")))
+        total = as_int(usage.get("total_tokens"))
+        if total is None and prompt is not None:
+            total = prompt + (completion or 0)
+        return cls(prompt, completion, as_int(details.get("cached_tokens")), total)
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass
+class Reply:
+    """What a response said: usage, text, and any error message."""
+
+    usage: Usage | None = None
+    text: str | None = None
+    error: str | None = None
+
+
+def sse_payloads(data: bytes) -> Iterator[str]:
+    """The `data:` payloads of a complete SSE byte stream, in order."""
+    for event in _EVENT_SPLIT.split(data):
+        lines = [
+            line[5:].lstrip()
+            for line in event.decode("utf-8", "replace").splitlines()
+            if line.startswith("data:")
+        ]
+        if lines:
+            yield "\n".join(lines)
