@@ -13,8 +13,8 @@ import ipaddress
 import logging
 import time
 
-from mitmproxy import ctx, exceptions, http
-from mitmproxy.proxy.mode_specs import ReverseMode
+from mitmproxy import ctx, exceptions, http, tls
+from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
 
 from flowgate_addon.config import ConfigError, Settings, load_settings
 from flowgate_addon.errors import error_response
@@ -92,6 +92,16 @@ class FlowGate:
             record = self.gateway.proxy_request(flow)
         if record is not None:
             flow.metadata[METADATA_KEY] = record
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Forward proxy: open TLS only to LLM API hosts; tunnel everything else untouched."""
+        if self.gateway is None or not isinstance(data.context.client.proxy_mode, RegularMode):
+            return
+        host = data.client_hello.sni
+        if not host and data.context.server.address:
+            host = data.context.server.address[0]
+        if not self.gateway.registry.intercepts(host or ""):
+            data.ignore_connection = True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         record: CallRecord | None = flow.metadata.get(METADATA_KEY)

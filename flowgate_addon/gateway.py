@@ -72,17 +72,7 @@ class Gateway:
             body["model"] = upstream_model
             record.body_changed = True
         self._prepare(flow, record, provider, body)
-        # Setting host or port rewrites the Host header: skip it when nothing changes.
-        if request.scheme != provider.scheme:
-            request.scheme = provider.scheme
-        if request.host != provider.host:
-            request.host = provider.host
-        if request.port != provider.port:
-            request.port = provider.port
-        record.host = provider.host
-        request.path = provider.upstream_path(api_path) + (f"?{query}" if query else "")
-        if credential := provider.credential():
-            request.headers[credential[0]] = credential[1]
+        self._send_to(flow, record, provider, api_path, query)
         return record
 
     def _answer_models(self, flow: http.HTTPFlow, record: CallRecord, api_path: str) -> None:
@@ -118,14 +108,17 @@ class Gateway:
     # --- forward proxy (regular mode) ----------------------------------------------------
 
     def proxy_request(self, flow: http.HTTPFlow) -> CallRecord | None:
-        """Observe a call to a known provider host; anything else is not ours."""
+        """Observe a call to a known provider address; anything else is not ours.
+
+        The call keeps its provider; if the config moved that provider's base URL,
+        it is sent there.
+        """
         request = flow.request
-        path = request.path.partition("?")[0]
-        provider = self.registry.for_host(request.pretty_host, request.port, path)
-        if provider is None:
+        path, _, query = request.path.partition("?")
+        found = self.registry.for_address(request.pretty_host, request.port, path)
+        if found is None:
             return None
-        base = provider.base_path
-        api_path = path[len(base) :] if base and path.startswith(base) else path
+        provider, api_path = found
         endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")
         record = self._new_record(flow, "proxy", endpoint)
         body = self._read_body(flow, record)
@@ -133,9 +126,30 @@ class Gateway:
             return record
         record.routed_model = record.requested_model
         self._prepare(flow, record, provider, body)
+        self._send_to(flow, record, provider, api_path, query)
         return record
 
     # --- shared --------------------------------------------------------------------------
+
+    @staticmethod
+    def _send_to(
+        flow: http.HTTPFlow, record: CallRecord, provider: Provider, api_path: str, query: str
+    ) -> None:
+        """Point the request at the provider's upstream, with its credential if we hold one."""
+        request = flow.request
+        # Setting host or port rewrites the Host header: skip it when nothing changes.
+        if request.scheme != provider.scheme:
+            request.scheme = provider.scheme
+        if request.host != provider.host:
+            request.host = provider.host
+        if request.port != provider.port:
+            request.port = provider.port
+        record.host = provider.host
+        path = provider.upstream_path(api_path) + (f"?{query}" if query else "")
+        if request.path != path:
+            request.path = path
+        if credential := provider.credential():
+            request.headers[credential[0]] = credential[1]
 
     def _new_record(self, flow: http.HTTPFlow, mode: str, endpoint: str) -> CallRecord:
         request = flow.request
@@ -244,7 +258,9 @@ def model_list(
         for model in provider.models:
             add(model, provider.name)
     for provider in registry.providers.values():
-        if provider.price_provider:
+        # Only providers the gateway can forward chat-completions traffic to (for now,
+        # OpenAI-format ones) offer their price-map models here.
+        if provider.price_provider and provider.api == "openai":
             for model in prices.models_for(provider.price_provider):
                 add(model, provider.name)
     return list(seen.values())

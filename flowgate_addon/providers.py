@@ -1,7 +1,13 @@
 """Provider registry: which upstream serves a model, and how to talk to it.
 
-The gateway, the forward proxy and (later) routing all ask this one registry,
-so host, base URL, wire format and credential style live in one place.
+The gateway, the forward proxy and routing all ask this one registry, so host,
+base URL, wire format and credential style live in one place.
+
+A provider has two addresses. `public_url` is where programs think they are
+talking to (`https://api.openai.com/v1`): the forward proxy recognises and
+intercepts traffic by it. `base_url` is where FlowGate actually sends the call;
+it is the public URL unless the config overrides it (a regional endpoint, a
+corporate relay, a local test server).
 """
 
 from __future__ import annotations
@@ -11,12 +17,57 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-# Built-in providers. `price_provider` names the provider in LiteLLM's price map,
-# whose chat/embedding models FlowGate offers on GET /v1/models.
+# Built-in providers. `price_provider` names the provider in LiteLLM's price map.
 BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
     "openai": {"base_url": "https://api.openai.com/v1", "price_provider": "openai"},
+    "anthropic": {
+        "base_url": "https://api.anthropic.com/v1",
+        "api": "anthropic",
+        "auth_header": "x-api-key",
+        "auth_prefix": "",
+        "price_provider": "anthropic",
+    },
+    "gemini": {
+        "base_url": "https://generativelanguage.googleapis.com/v1beta",
+        "api": "gemini",
+        "auth_header": "x-goog-api-key",
+        "auth_prefix": "",
+        "price_provider": "gemini",
+    },
 }
 DEFAULT_PROVIDER = "openai"
+
+
+@dataclass(frozen=True)
+class Address:
+    """The parts of a base URL FlowGate needs per request, parsed once."""
+
+    url: str
+
+    @cached_property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @cached_property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @cached_property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @cached_property
+    def path(self) -> str:
+        return urlsplit(self.url).path.rstrip("/")
+
+    def below(self, path: str) -> str | None:
+        """`path` relative to this address's base path, or None if it is not under it."""
+        if not self.path:
+            return path
+        if path == self.path or path.startswith(self.path + "/"):
+            return path[len(self.path) :]
+        return None
 
 
 @dataclass(frozen=True)
@@ -24,6 +75,7 @@ class Provider:
     name: str
     base_url: str
     api: str = "openai"
+    public_url: str = ""
     models: tuple[str, ...] = ()
     api_key: str | None = field(default=None, repr=False)
     stream_usage: bool = True
@@ -32,25 +84,33 @@ class Provider:
     auth_prefix: str = "Bearer "
 
     @cached_property
+    def upstream(self) -> Address:
+        return Address(self.base_url)
+
+    @cached_property
+    def public(self) -> Address:
+        return Address(self.public_url or self.base_url)
+
+    # Shorthands for the forwarding address.
+    @property
     def scheme(self) -> str:
-        return urlsplit(self.base_url).scheme
+        return self.upstream.scheme
 
-    @cached_property
+    @property
     def host(self) -> str:
-        return urlsplit(self.base_url).hostname or ""
+        return self.upstream.host
 
-    @cached_property
+    @property
     def port(self) -> int:
-        parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
+        return self.upstream.port
 
-    @cached_property
+    @property
     def base_path(self) -> str:
-        return urlsplit(self.base_url).path.rstrip("/")
+        return self.upstream.path
 
     def upstream_path(self, api_path: str) -> str:
         """`/chat/completions` -> the provider's full path, e.g. `/v1/chat/completions`."""
-        return self.base_path + api_path
+        return self.upstream.path + api_path
 
     def credential(self) -> tuple[str, str] | None:
         """The header that carries this provider's own key, if FlowGate holds one."""
@@ -60,17 +120,19 @@ class Provider:
 
 
 class ProviderRegistry:
-    """Model -> provider, host -> provider, and the list of models FlowGate can serve."""
+    """Model -> provider, address -> provider, and which hosts the proxy intercepts."""
 
     def __init__(self, providers: dict[str, Provider], default: str = DEFAULT_PROVIDER):
         self.providers = providers
         self.default = providers[default]
         self._by_model = {m: p for p in providers.values() for m in p.models}
-        self._by_host: dict[tuple[str, int], list[Provider]] = {}
+        self._by_host: dict[tuple[str, int], list[tuple[Address, Provider]]] = {}
         for p in providers.values():
-            self._by_host.setdefault((p.host, p.port), []).append(p)
+            for address in {p.public, p.upstream}:
+                self._by_host.setdefault((address.host, address.port), []).append((address, p))
         for candidates in self._by_host.values():  # longest base path first
-            candidates.sort(key=lambda p: len(p.base_path), reverse=True)
+            candidates.sort(key=lambda item: len(item[0].path), reverse=True)
+        self.hosts = frozenset(host for host, _ in self._by_host)
 
     @classmethod
     def from_config(cls, configured: dict[str, Any]) -> ProviderRegistry:
@@ -78,6 +140,7 @@ class ProviderRegistry:
         providers: dict[str, Provider] = {}
         for name in [*BUILTIN_PROVIDERS, *(n for n in configured if n not in BUILTIN_PROVIDERS)]:
             spec = dict(BUILTIN_PROVIDERS.get(name, {}))
+            spec["public_url"] = spec.get("base_url", "")
             if name in configured:
                 override = configured[name].model_dump(exclude_unset=True)
                 override["models"] = tuple(override.get("models", ()))
@@ -98,10 +161,14 @@ class ProviderRegistry:
             return self.providers[prefix], rest
         return self.default, model
 
-    def for_host(self, host: str, port: int, path: str = "/") -> Provider | None:
-        """The provider at this address whose base path the request path is under."""
-        for provider in self._by_host.get((host, port), ()):
-            base = provider.base_path
-            if not base or path == base or path.startswith(base + "/"):
-                return provider
+    def for_address(self, host: str, port: int, path: str) -> tuple[Provider, str] | None:
+        """The provider a proxied request is for, and its path below the provider's base."""
+        for address, provider in self._by_host.get((host, port), ()):
+            api_path = address.below(path)
+            if api_path is not None:
+                return provider, api_path
         return None
+
+    def intercepts(self, host: str) -> bool:
+        """Whether the forward proxy should open TLS to this host (LLM APIs only)."""
+        return host in self.hosts

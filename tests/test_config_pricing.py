@@ -123,9 +123,19 @@ def test_providers_sharing_a_host_are_told_apart_by_base_path(tmp_path):
         "  b: {base_url: 'http://h:1/team-a/v1/b'}\n"
     )
     registry = ProviderRegistry.from_config(load_settings(path).providers)
-    assert list(registry.providers) == ["openai", "a", "b"]
-    assert registry.for_host("h", 1, "/v1/chat/completions").name == "openai"
-    assert registry.for_host("h", 1, "/team-a/v1/embeddings").name == "a"
-    assert registry.for_host("h", 1, "/team-a/v1/b/chat/completions").name == "b"
-    assert registry.for_host("h", 1, "/elsewhere") is None
-    assert registry.for_host("h", 2, "/v1/chat/completions") is None
+    assert list(registry.providers) == ["openai", "anthropic", "gemini", "a", "b"]
+
+    def at(path: str) -> tuple[str, str] | None:
+        found = registry.for_address("h", 1, path)
+        return found and (found[0].name, found[1])
+
+    assert at("/v1/chat/completions") == ("openai", "/chat/completions")
+    assert at("/team-a/v1/embeddings") == ("a", "/embeddings")
+    assert at("/team-a/v1/b/chat/completions") == ("b", "/chat/completions")
+    assert at("/elsewhere") is None
+    assert registry.for_address("h", 2, "/v1/chat/completions") is None
+    # The public address still identifies the overridden built-in.
+    found = registry.for_address("api.openai.com", 443, "/v1/embeddings")
+    assert found and found[0].name == "openai" and found[0].host == "h"
+    assert registry.intercepts("api.anthropic.com") and registry.intercepts("h")
+    assert not registry.intercepts("example.com")
