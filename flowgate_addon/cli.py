@@ -13,9 +13,8 @@ from pathlib import Path
 
 import click
 
-from flowgate_addon import __version__
+from flowgate_addon import __version__, trust
 from flowgate_addon.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
-from flowgate_addon.paths import data_dir
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.store import open_db
 
@@ -55,10 +54,7 @@ def version() -> None:
 @click.option("--no-ui", is_flag=True, help="Run only the proxy listeners, not the Datasette UI.")
 def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> None:
     """Run the gateway and forward-proxy listeners (and the UI) until Ctrl-C."""
-    try:
-        settings = load_settings(config_file)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings(config_file)
     for key, value in server.items():
         if value is not None:
             setattr(settings.server, key, value)
@@ -97,6 +93,61 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
                 ui.kill()
 
 
+@cli.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"YAML config file (default: ${CONFIG_ENV}).",
+)
+def env(config_file: Path | None) -> None:
+    """Print shell lines that route a terminal's programs through FlowGate.
+
+    Use: eval "$(flowgate env)"
+    """
+    settings = _settings(config_file)
+    click.echo(f"# FlowGate forward proxy; CA certificate: {trust.ensure_ca()}")
+    for line in trust.env_lines(settings):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("--path", "path_only", is_flag=True, help="Print only the certificate's path.")
+def ca(path_only: bool) -> None:
+    """Show FlowGate's CA certificate and how to trust it."""
+    cert = trust.ensure_ca()
+    if path_only:
+        click.echo(str(cert))
+        return
+    click.echo(
+        f"FlowGate's CA certificate: {cert}\n"
+        "\n"
+        "The forward proxy presents certificates signed by it for LLM API hosts only\n"
+        "(every other host is tunnelled untouched). Trust it in one of these ways:\n"
+        "\n"
+        '  This shell only (Python, curl, Node):   eval "$(flowgate env)"\n'
+        f"  Python (requests/httpx/openai):          SSL_CERT_FILE={trust.ca_bundle()}\n"
+        f"  Node:                                    NODE_EXTRA_CA_CERTS={cert}\n"
+        f"  curl:                                    curl --cacert {cert} ...\n"
+        "  Debian/Ubuntu, system-wide:\n"
+        f"    sudo cp {cert} /usr/local/share/ca-certificates/flowgate.crt\n"
+        "    sudo update-ca-certificates\n"
+        "  macOS, system-wide:\n"
+        "    sudo security add-trusted-cert -d -r trustRoot \\\n"
+        f"      -k /Library/Keychains/System.keychain {cert}\n"
+        "\n"
+        "Keep its private key (next to it, mitmproxy-ca.pem) secret: whoever has it can\n"
+        "impersonate any site to programs that trust this CA."
+    )
+
+
+def _settings(config_file: Path | None) -> Settings:
+    try:
+        return load_settings(config_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def mitmdump_args(settings: Settings) -> list[str]:
     """Arguments for one mitmproxy process running both FlowGate listeners."""
     server = settings.server
@@ -106,7 +157,7 @@ def mitmdump_args(settings: Settings) -> list[str]:
         + "://"
         + (f"{registry.default.host}:{registry.default.port}")
     )
-    confdir = data_dir() / "mitmproxy"
+    confdir = trust.ca_dir()
     args = [
         "--mode",
         f"reverse:{target}@{server.host}:{server.port}",
@@ -124,6 +175,8 @@ def mitmdump_args(settings: Settings) -> list[str]:
         "-s",
         str(ADDON_SCRIPT),
     ]
+    if settings.security.upstream_ca_file:
+        args += ["--set", f"ssl_verify_upstream_trusted_ca={settings.security.upstream_ca_file}"]
     if settings.source:
         args += ["--set", f"flowgate_config={settings.source}"]
     return args

@@ -80,6 +80,14 @@ class LoggingSettings(_Section):
 
 class SecuritySettings(_Section):
     ip_allowlist: list[str] = []
+    upstream_ca_file: Path | None = None
+
+    @field_validator("upstream_ca_file")
+    @classmethod
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.expanduser().is_file():
+            raise ValueError(f"{value} is not a file")
+        return value.expanduser().resolve() if value else value
 
     @field_validator("ip_allowlist")
     @classmethod

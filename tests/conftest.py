@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -80,6 +84,34 @@ class RunningFlowGate:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class TestCA:
+    """A CA of the tests' own, for fake HTTPS providers FlowGate must verify."""
+
+    ca_file: Path
+    server: ssl.SSLContext  # presents a cert for 127.0.0.1 and localhost
+
+
+def make_test_ca(directory: Path) -> TestCA:
+    from mitmproxy import certs
+
+    store = certs.CertStore.from_store(directory, "fake-provider", 2048)
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    entry = store.get_cert("localhost", sans)
+    pem = directory / "fake-provider-server.pem"
+    pem.write_bytes(
+        entry.cert.to_pem()
+        + entry.privatekey.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    return TestCA(directory / "fake-provider-ca-cert.pem", context)
 
 
 def write_config(directory: Path, fake: FakeOpenAI, extra: dict[str, Any] | None = None) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,6 +121,8 @@ class FakeOpenAI:
     # When set, a stream pauses after its first event until this is set (or 10 s pass).
     gate: threading.Event | None = None
     gate_released: bool | None = None
+    # Serve HTTPS with this server-side context (see conftest.test_ca).
+    tls: ssl.SSLContext | None = None
 
     def start(self) -> FakeOpenAI:
         fake = self
@@ -247,7 +250,11 @@ class FakeOpenAI:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        scheme = "http"
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
