@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import subprocess
 import threading
 import uuid
@@ -201,12 +202,14 @@ def test_other_hosts_are_tunnelled_not_intercepted(proxy_gate, test_ca, tmp_path
     try:
         before = len(proxy_gate.rows())
         # Trusting only the server's own CA: an intercepted connection would fail here.
-        with httpx.Client(proxy=proxy_gate.proxy_url, verify=str(test_ca.ca_file)) as client:
+        own_ca = ssl.create_default_context(cafile=test_ca.ca_file)
+        with httpx.Client(proxy=proxy_gate.proxy_url, verify=own_ca) as client:
             response = client.get(f"https://localhost:{server.server_address[1]}/")
         assert response.text == "hello"
         with (
             httpx.Client(
-                proxy=proxy_gate.proxy_url, verify=proxy_gate.env["NODE_EXTRA_CA_CERTS"]
+                proxy=proxy_gate.proxy_url,
+                verify=ssl.create_default_context(cafile=proxy_gate.env["NODE_EXTRA_CA_CERTS"]),
             ) as client,
             pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
         ):
