@@ -106,6 +106,7 @@ class PriceSettings(_Section):
     input: float = Field(ge=0)
     output: float = Field(0.0, ge=0)
     cached_input: float | None = Field(None, ge=0)
+    cache_write: float | None = Field(None, ge=0)
 
 
 class Settings(_Section):

@@ -25,6 +25,7 @@ class Price:
     input: float
     output: float
     cached_input: float | None = None
+    cache_write: float | None = None
 
 
 @cache
@@ -49,6 +50,7 @@ class PriceBook:
                 p.input / 1e6,
                 p.output / 1e6,
                 None if p.cached_input is None else p.cached_input / 1e6,
+                None if p.cache_write is None else p.cache_write / 1e6,
             )
             for model, p in (overrides or {}).items()
         }
@@ -71,6 +73,7 @@ class PriceBook:
                     float(entry["input_cost_per_token"]),
                     float(entry.get("output_cost_per_token") or 0.0),
                     entry.get("cache_read_input_token_cost"),
+                    entry.get("cache_creation_input_token_cost"),
                 )
         return None
 
@@ -81,18 +84,26 @@ class PriceBook:
         completion_tokens: int | None,
         cached_tokens: int | None = 0,
         provider: str | None = None,
+        cache_write_tokens: int | None = 0,
     ) -> float | None:
-        """Dollars for one call; cached prompt tokens at the cached price when known."""
+        """Dollars for one call.
+
+        `prompt_tokens` counts every input token; of those, cached ones are billed at the
+        cache-read price and cache writes at the cache-write price, where known.
+        """
         if not model or prompt_tokens is None:
             return None
         price = self.price(model, provider)
         if price is None:
             return None
         cached = min(cached_tokens or 0, prompt_tokens)
+        written = min(cache_write_tokens or 0, prompt_tokens - cached)
         cached_rate = price.input if price.cached_input is None else price.cached_input
+        write_rate = price.input if price.cache_write is None else price.cache_write
         return (
-            (prompt_tokens - cached) * price.input
+            (prompt_tokens - cached - written) * price.input
             + cached * cached_rate
+            + written * write_rate
             + (completion_tokens or 0) * price.output
         )
 

@@ -44,6 +44,7 @@ REQUEST_COLUMNS: dict[str, type] = {
     "completion_tokens": int,
     "cached_tokens": int,
     "total_tokens": int,
+    "cache_write_tokens": int,
     "usage_source": str,
     "cost_usd": float,
     "saved_usd": float,
@@ -64,9 +65,20 @@ REQUEST_COLUMNS: dict[str, type] = {
 
 @migrations()
 def m001_requests(db: sqlite_utils.Database) -> None:
-    db["requests"].create(REQUEST_COLUMNS, pk="id", not_null={"ts"})
-    for columns in (["ts"], ["routed_model", "ts"], ["provider", "ts"], ["session"], ["status"]):
-        db["requests"].create_index(columns)
+    columns = {k: v for k, v in REQUEST_COLUMNS.items() if k not in _ADDED_LATER}
+    db["requests"].create(columns, pk="id", not_null={"ts"})
+    for index in (["ts"], ["routed_model", "ts"], ["provider", "ts"], ["session"], ["status"]):
+        db["requests"].create_index(index)
+
+
+@migrations()
+def m002_cache_write_tokens(db: sqlite_utils.Database) -> None:
+    """Prompt tokens written to a provider's cache (Anthropic cache creation)."""
+    db["requests"].add_column("cache_write_tokens", int)
+
+
+# Columns that later migrations add, so that m001 creates the original table.
+_ADDED_LATER = {"cache_write_tokens"}
 
 
 def open_db(path: Path) -> sqlite_utils.Database:

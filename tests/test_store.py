@@ -25,7 +25,23 @@ def test_schema_is_migrated_once_and_in_wal(tmp_path):
     db.conn.close()
     db = open_db(path)  # re-opening applies nothing twice
     names = [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations")]
-    assert names == ["m001_requests"]
+    assert names == ["m001_requests", "m002_cache_write_tokens"]
+
+
+def test_a_database_from_the_first_schema_is_migrated(tmp_path):
+    from flowgate_addon.store import migrations
+
+    path = tmp_path / "old.db"
+    import sqlite_utils
+
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="m002_cache_write_tokens")
+    db["requests"].insert({"ts": "2026-01-01T00:00:00.000Z", "prompt_tokens": 5})
+    assert "cache_write_tokens" not in db["requests"].columns_dict
+    db.conn.close()
+    db = open_db(path)
+    assert "cache_write_tokens" in db["requests"].columns_dict
+    assert db.execute("SELECT prompt_tokens FROM requests").fetchall() == [(5,)]
 
 
 def test_rows_are_written_in_batches_off_the_caller_thread(tmp_path):
