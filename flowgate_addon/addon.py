@@ -107,8 +107,9 @@ class FlowGate:
         record: CallRecord | None = flow.metadata.get(METADATA_KEY)
         if record is None or record.local or flow.response is None:
             return
-        if flow.response.headers.get("content-type", "").startswith("text/event-stream"):
-            flow.response.stream = StreamTap(record, record.strip_usage)
+        record.sse = flow.response.headers.get("content-type", "").startswith("text/event-stream")
+        if record.sse or (record.stream and 200 <= flow.response.status_code < 300):
+            flow.response.stream = StreamTap(record, record.strip_usage and record.sse)
 
     def response(self, flow: http.HTTPFlow) -> None:
         record: CallRecord | None = flow.metadata.pop(METADATA_KEY, None)

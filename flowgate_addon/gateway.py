@@ -13,7 +13,7 @@ from typing import Any
 
 from mitmproxy import http
 
-from flowgate_addon.apis.openai import ENDPOINTS
+from flowgate_addon.apis import openai, wire_format
 from flowgate_addon.config import Settings
 from flowgate_addon.errors import error_response
 from flowgate_addon.pricing import PriceBook
@@ -54,12 +54,12 @@ class Gateway:
             record = self._new_record(flow, "gateway", "models")
             self._answer_models(flow, record, api_path)
             return record
-        endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")
+        endpoint = openai.endpoint(api_path) or api_path.lstrip("/")
         record = self._new_record(flow, "gateway", endpoint)
         body = self._read_body(flow, record)
         if flow.response:
             return record
-        model = body.get("model") if body is not None else None
+        model = record.requested_model = openai.request_model(api_path, body)
         if endpoint in MODEL_ENDPOINTS and request.method == "POST" and not model:
             self._fail(flow, record, 400, "you must provide a model parameter", "missing_model")
             return record
@@ -71,7 +71,7 @@ class Gateway:
         if body is not None and upstream_model and upstream_model != model:
             body["model"] = upstream_model
             record.body_changed = True
-        self._prepare(flow, record, provider, body)
+        self._prepare(flow, record, provider, body, api_path, query)
         self._send_to(flow, record, provider, api_path, query)
         return record
 
@@ -119,13 +119,14 @@ class Gateway:
         if found is None:
             return None
         provider, api_path = found
-        endpoint = ENDPOINTS.get(api_path) or api_path.lstrip("/")
+        fmt = wire_format(provider.api)
+        endpoint = fmt.endpoint(api_path) or api_path.lstrip("/")
         record = self._new_record(flow, "proxy", endpoint)
         body = self._read_body(flow, record)
         if flow.response:
             return record
-        record.routed_model = record.requested_model
-        self._prepare(flow, record, provider, body)
+        record.requested_model = record.routed_model = fmt.request_model(api_path, body)
+        self._prepare(flow, record, provider, body, api_path, query)
         self._send_to(flow, record, provider, api_path, query)
         return record
 
@@ -190,8 +191,6 @@ class Gateway:
                     flow, record, 400, "the request body must be a JSON object", "invalid_json"
                 )
             return None
-        model = body.get("model")
-        record.requested_model = model if isinstance(model, str) else None
         user = body.get("user")
         record.end_user = user if isinstance(user, str) else None
         return body
@@ -202,12 +201,17 @@ class Gateway:
         record: CallRecord,
         provider: Provider,
         body: dict[str, Any] | None,
+        api_path: str,
+        query: str,
     ) -> None:
-        """Ask for stream usage where needed, and write back a changed body."""
+        """Streams: uncompressed, with usage asked for where needed; write back a changed body."""
         record.provider = provider.name
-        if body is not None and body.get("stream") is True:
+        record.api = provider.api
+        if wire_format(provider.api).is_stream(api_path, query, body):
             record.stream = True
+            # Chunks must be readable as they pass; compression would hide them.
             flow.request.headers["accept-encoding"] = "identity"
+        if record.stream and body is not None and provider.api == "openai":
             options = body.get("stream_options")
             wants_usage = isinstance(options, dict) and options.get("include_usage") is True
             if (

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 
-from flowgate_addon.apis import openai
+from flowgate_addon.apis import wire_format
 from flowgate_addon.apis.common import Reply, Usage
 from flowgate_addon.config import LoggingSettings
 from flowgate_addon.pricing import PriceBook
@@ -46,6 +47,8 @@ class CallRecord:
     t_end: float | None = None
     error: str | None = None
     local: bool = False  # answered by FlowGate itself (models list, its own errors)
+    api: str = "openai"  # wire format, a key of flowgate_addon.apis.FORMATS
+    sse: bool = False  # the response was an event stream
 
 
 def iso(ts: float) -> str:
@@ -56,8 +59,9 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
     """Build the `requests` row: usage, cost, latency, readable texts."""
     from flowgate_addon import tokencount
 
+    fmt = wire_format(record.api)
     body = _json(record.request_body)
-    reply = _read_reply(record)
+    reply = _read_reply(record, fmt)
     usage = reply.usage
     usage_source = "provider" if usage and usage.prompt_tokens is not None else None
     ok = record.status is not None and 200 <= record.status < 300 and not record.error
@@ -72,7 +76,12 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
     usage = usage or Usage()
     model = record.routed_model or record.requested_model
     cost = prices.cost(
-        model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, record.provider
+        model,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cached_tokens,
+        record.provider,
+        usage.cache_write_tokens,
     )
     end = record.t_end or record.t_start
     error = record.error or (reply.error if not ok else None)
@@ -93,6 +102,7 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
         "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens,
         "total_tokens": usage.total_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
         "usage_source": usage_source,
         "cost_usd": cost,
         "saved_usd": None,
@@ -106,7 +116,7 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
         "agent": record.agent,
         "end_user": record.end_user,
         "client_ip": record.client_ip,
-        "prompt": _clip(openai.prompt_text(body), log.max_text_chars)
+        "prompt": _clip(fmt.prompt_text(body), log.max_text_chars)
         if log.store_prompts and body
         else None,
         "response": _clip(reply.text, log.max_text_chars) if log.store_responses else None,
@@ -116,9 +126,11 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
 _COUNTABLE = {"chat.completions", "completions", "embeddings"}
 
 
-def _read_reply(record: CallRecord) -> Reply:
+def _read_reply(record: CallRecord, fmt: ModuleType) -> Reply:
     if record.chunks:
-        return openai.read_sse_response(record.chunks)
+        if record.sse:
+            return fmt.read_sse_response(record.chunks)
+        return fmt.read_json_response(b"".join(record.chunks))
     if record.response_body:
         body = record.response_body
         if record.content_encoding:
@@ -128,7 +140,7 @@ def _read_reply(record: CallRecord) -> Reply:
                 body = encoding.decode(body, record.content_encoding)
             except ValueError:
                 return Reply(error="response body could not be decoded")
-        return openai.read_json_response(body)
+        return fmt.read_json_response(body)
     return Reply()
 
 

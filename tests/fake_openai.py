@@ -1,6 +1,7 @@
 """A local stand-in for an OpenAI-compatible provider, for tests.
 
-JSON answers are gzip-compressed when the client accepts it, as real providers do.
+JSON answers are compressed (zstd, br or gzip) when the client accepts it, as real
+providers do.
 It answers chat completions (JSON and SSE, with OpenAI's exact include_usage
 behaviour), embeddings and models, under any base path ending in /v1. Model
 names pick behaviours: `fail-400`, `fail-500`, `no-usage`. Every request it
@@ -16,6 +17,9 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import brotli
+import zstandard
 
 CREATED = 1_700_000_000
 PROMPT_TOKENS = 25
@@ -42,6 +46,17 @@ def usage_for(body: dict[str, Any]) -> dict[str, Any]:
         },
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }
+
+
+def compress(data: bytes, accept: str) -> tuple[str | None, bytes]:
+    """Compress as a provider would: the best encoding the client accepts."""
+    if "zstd" in accept:
+        return "zstd", zstandard.ZstdCompressor().compress(data)
+    if "br" in accept:
+        return "br", brotli.compress(data)
+    if "gzip" in accept:
+        return "gzip", gzip.compress(data)
+    return None, data
 
 
 def _dump(obj: Any) -> bytes:
@@ -227,9 +242,9 @@ class FakeOpenAI:
                 data = json.dumps(obj).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
-                if "gzip" in self.headers.get("accept-encoding", ""):
-                    data = gzip.compress(data)
-                    self.send_header("content-encoding", "gzip")
+                encoding, data = compress(data, self.headers.get("accept-encoding", ""))
+                if encoding:
+                    self.send_header("content-encoding", encoding)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

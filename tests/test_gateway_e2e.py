@@ -343,14 +343,15 @@ def test_flowgate_errors_use_the_openai_shape(flowgate):
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
 
 
-def test_compressed_upstream_json_is_passed_on_and_parsed(flowgate, fake_openai):
+@pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
+def test_compressed_upstream_json_is_passed_on_and_parsed(flowgate, fake_openai, encoding):
     session = tag()
     response = httpx.post(
         f"{flowgate.base_url}/chat/completions",
         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "zip"}]},
-        headers={"accept-encoding": "gzip", "x-flowgate-session": session},
+        headers={"accept-encoding": encoding, "x-flowgate-session": session},
     )
-    assert response.headers["content-encoding"] == "gzip"  # the bytes upstream sent
+    assert response.headers["content-encoding"] == encoding  # the bytes upstream sent
     assert response.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS
     [row] = flowgate.wait_rows("session = ?", (session,))
     assert row["prompt_tokens"] == PROMPT_TOKENS and row["response"] == "Hello from gpt-4o-mini!"
