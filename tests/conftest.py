@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_openai import FakeOpenAI
+from fake_provider import FakeProvider
 
 FLOWGATE = str(Path(sys.executable).with_name("flowgate"))
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
@@ -114,7 +114,7 @@ def make_test_ca(directory: Path) -> TestCA:
     return TestCA(directory / "fake-provider-ca-cert.pem", context)
 
 
-def write_config(directory: Path, fake: FakeOpenAI, extra: dict[str, Any] | None = None) -> Path:
+def write_config(directory: Path, fake: FakeProvider, extra: dict[str, Any] | None = None) -> Path:
     config: dict[str, Any] = {
         "server": {
             "host": "127.0.0.1",
@@ -190,19 +190,19 @@ def start_flowgate(
 
 
 @pytest.fixture(scope="session")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI().start()
+def fake_provider() -> Iterator[FakeProvider]:
+    fake = FakeProvider().start()
     yield fake
     fake.stop()
 
 
 @pytest.fixture(scope="session")
 def flowgate(
-    fake_openai: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory
+    fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningFlowGate]:
     """One `flowgate start` for the whole session, in front of the fake provider."""
     directory = tmp_path_factory.mktemp("flowgate")
-    running = start_flowgate(directory, write_config(directory, fake_openai))
+    running = start_flowgate(directory, write_config(directory, fake_provider))
     yield running
     code = running.stop()
     assert code == 0, f"FlowGate did not shut down cleanly ({code}):\n{running.output()}"

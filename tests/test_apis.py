@@ -7,7 +7,7 @@ import random
 
 import fake_formats as ff
 import pytest
-from fake_openai import chat_completion, chat_stream_events
+from fake_provider import chat_completion, chat_stream_events
 
 from flowgate_addon.apis import anthropic, gemini, openai
 from flowgate_addon.apis.common import Usage

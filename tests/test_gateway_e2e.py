@@ -13,7 +13,7 @@ import uuid
 import httpx
 import openai
 import pytest
-from fake_openai import (
+from fake_provider import (
     CACHED_PROMPT_TOKENS,
     CACHED_TOKENS,
     COMPLETION_TOKENS,
@@ -104,7 +104,7 @@ def raw_stream(flowgate, body: dict, session: str) -> bytes:
         return b"".join(response.iter_raw())
 
 
-def test_stream_without_include_usage_is_unchanged_but_logged(flowgate, fake_openai, price_map):
+def test_stream_without_include_usage_is_unchanged_but_logged(flowgate, fake_provider, price_map):
     session = tag()
     body = {
         "model": "gpt-4o-mini",
@@ -117,7 +117,7 @@ def test_stream_without_include_usage_is_unchanged_but_logged(flowgate, fake_ope
     assert received == b"".join(chat_stream_events(body))
     assert b'"usage"' not in received
     # ... although FlowGate asked upstream for it ...
-    sent = fake_openai.last("/v1/chat/completions").body
+    sent = fake_provider.last("/v1/chat/completions").body
     assert sent["stream_options"] == {"include_usage": True}
     # ... and logged the provider's numbers.
     [row] = flowgate.wait_rows("session = ?", (session,))
@@ -180,10 +180,10 @@ def test_sdk_stream_sees_no_extra_usage_chunk(openai_client, flowgate):
     assert row["total_tokens"] == PROMPT_TOKENS + COMPLETION_TOKENS
 
 
-def test_stream_is_not_buffered(flowgate, fake_openai):
+def test_stream_is_not_buffered(flowgate, fake_provider):
     """Upstream holds the rest of its stream until the client has the first token."""
     gate = threading.Event()
-    fake_openai.gate, fake_openai.gate_released = gate, None
+    fake_provider.gate, fake_provider.gate_released = gate, None
     try:
         with httpx.stream(
             "POST",
@@ -202,8 +202,8 @@ def test_stream_is_not_buffered(flowgate, fake_openai):
                     gate.set()
             assert gate.is_set()
     finally:
-        fake_openai.gate = None
-    assert fake_openai.gate_released is True, "the first token only arrived after the stream"
+        fake_provider.gate = None
+    assert fake_provider.gate_released is True, "the first token only arrived after the stream"
 
 
 def test_embeddings(openai_client, flowgate, price_map):
@@ -222,8 +222,8 @@ def test_embeddings(openai_client, flowgate, price_map):
     )
 
 
-def test_models_are_answered_by_flowgate(openai_client, fake_openai, flowgate):
-    before = len(fake_openai.received)
+def test_models_are_answered_by_flowgate(openai_client, fake_provider, flowgate):
+    before = len(fake_provider.received)
     ids = [m.id for m in openai_client.models.list()]
     assert "gpt-4o-mini" in ids and "text-embedding-3-small" in ids
     assert "local-model" in ids  # from the config's custom provider
@@ -232,7 +232,7 @@ def test_models_are_answered_by_flowgate(openai_client, fake_openai, flowgate):
     with pytest.raises(openai.NotFoundError) as info:
         openai_client.models.retrieve("no-such-model")
     assert info.value.body["code"] == "model_not_found"
-    assert len(fake_openai.received) == before, "models must not be fetched upstream"
+    assert len(fake_provider.received) == before, "models must not be fetched upstream"
     rows = flowgate.wait_rows("endpoint = 'models'", count=3)
     assert {r["provider"] for r in rows} == {"flowgate"}
 
@@ -265,7 +265,7 @@ def test_upstream_errors_reach_the_client_unchanged(
     assert row["prompt_tokens"] is None and row["cost_usd"] is None
 
 
-def test_custom_provider_gets_its_own_key_and_path(openai_client, fake_openai, flowgate):
+def test_custom_provider_gets_its_own_key_and_path(openai_client, fake_provider, flowgate):
     session = tag()
     reply = openai_client.chat.completions.create(
         model="local-model",
@@ -274,7 +274,7 @@ def test_custom_provider_gets_its_own_key_and_path(openai_client, fake_openai, f
         user="end-user-7",
     )
     assert reply.choices[0].message.content == "Hello from local-model!"
-    upstream = fake_openai.last("/custom/v1/chat/completions")
+    upstream = fake_provider.last("/custom/v1/chat/completions")
     assert upstream.headers["authorization"] == "Bearer sk-local-secret"
     assert "x-flowgate-session" not in upstream.headers
     assert "x-flowgate-agent" not in upstream.headers
@@ -284,23 +284,23 @@ def test_custom_provider_gets_its_own_key_and_path(openai_client, fake_openai, f
     assert row["cost_usd"] is None, "no price is known for local-model: cost must be NULL"
 
 
-def test_client_key_is_forwarded_when_flowgate_holds_none(openai_client, fake_openai):
+def test_client_key_is_forwarded_when_flowgate_holds_none(openai_client, fake_provider):
     openai_client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
     )
-    assert fake_openai.last("/v1/chat/completions").headers["authorization"] == (
+    assert fake_provider.last("/v1/chat/completions").headers["authorization"] == (
         "Bearer sk-client-key"
     )
 
 
-def test_skill_pins_an_agent_to_its_model(openai_client, fake_openai, flowgate):
+def test_skill_pins_an_agent_to_its_model(openai_client, fake_provider, flowgate):
     session = tag()
     openai_client.chat.completions.create(
         model="gpt-4o",
         messages=[{"role": "user", "content": "summarise"}],
         extra_headers={"x-flowgate-session": session, "x-flowgate-agent": "summarizer"},
     )
-    assert fake_openai.last("/custom/v1/chat/completions").body["model"] == "local-model"
+    assert fake_provider.last("/custom/v1/chat/completions").body["model"] == "local-model"
     [row] = flowgate.wait_rows("session = ?", (session,))
     assert (row["requested_model"], row["routed_model"], row["provider"], row["strategy"]) == (
         "gpt-4o",
@@ -344,7 +344,7 @@ def test_flowgate_errors_use_the_openai_shape(flowgate):
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
-def test_compressed_upstream_json_is_passed_on_and_parsed(flowgate, fake_openai, encoding):
+def test_compressed_upstream_json_is_passed_on_and_parsed(flowgate, fake_provider, encoding):
     session = tag()
     response = httpx.post(
         f"{flowgate.base_url}/chat/completions",
@@ -357,12 +357,12 @@ def test_compressed_upstream_json_is_passed_on_and_parsed(flowgate, fake_openai,
     assert row["prompt_tokens"] == PROMPT_TOKENS and row["response"] == "Hello from gpt-4o-mini!"
 
 
-def test_unreachable_provider_is_a_logged_502(tmp_path, fake_openai):
+def test_unreachable_provider_is_a_logged_502(tmp_path, fake_provider):
     from conftest import free_port, start_flowgate, write_config
 
     config = write_config(
         tmp_path,
-        fake_openai,
+        fake_provider,
         {
             "providers": {
                 "down": {
@@ -392,12 +392,12 @@ def test_unreachable_provider_is_a_logged_502(tmp_path, fake_openai):
         assert running.stop() == 0
 
 
-def test_forward_proxy_listener_observes_provider_traffic(flowgate, fake_openai):
+def test_forward_proxy_listener_observes_provider_traffic(flowgate, fake_provider):
     """Plain-HTTP forward proxying to a configured provider host is logged in proxy mode."""
     session = tag()
     with httpx.Client(proxy=flowgate.proxy_url) as client:
         response = client.post(
-            f"{fake_openai.base_url}/v1/chat/completions",
+            f"{fake_provider.base_url}/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "via proxy"}]},
             headers={"x-flowgate-session": session},
         )

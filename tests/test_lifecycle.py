@@ -18,11 +18,11 @@ def test_version():
     assert out.stdout.startswith("FlowGate 0.1.0 (mitmproxy 11.")
 
 
-def test_queue_is_flushed_on_sigterm(tmp_path, fake_openai):
+def test_queue_is_flushed_on_sigterm(tmp_path, fake_provider):
     """With a flush interval longer than the test, rows can only come from the shutdown flush."""
     config = write_config(
         tmp_path,
-        fake_openai,
+        fake_provider,
         {
             "database": {"path": "flowgate.db", "flush_interval_ms": 60_000, "batch_size": 10_000},
         },
@@ -40,12 +40,12 @@ def test_queue_is_flushed_on_sigterm(tmp_path, fake_openai):
     assert sorted(r["prompt"] for r in rows) == sorted(f"user: n{i}" for i in range(25))
 
 
-def test_mitmdump_script_from_any_directory(tmp_path, fake_openai):
+def test_mitmdump_script_from_any_directory(tmp_path, fake_provider):
     """`mitmdump -s flowgate_addon/addon.py` with FLOWGATE_CONFIG, run from elsewhere."""
     import flowgate_addon
 
     script = Path(flowgate_addon.__file__).with_name("addon.py")
-    config = write_config(tmp_path, fake_openai)
+    config = write_config(tmp_path, fake_provider)
     import yaml
 
     port = yaml.safe_load(config.read_text())["server"]["port"]
@@ -56,7 +56,7 @@ def test_mitmdump_script_from_any_directory(tmp_path, fake_openai):
         "-s",
         str(script),
         "--mode",
-        f"reverse:{fake_openai.base_url}@127.0.0.1:{port}",
+        f"reverse:{fake_provider.base_url}@127.0.0.1:{port}",
         "--set",
         "connection_strategy=lazy",
         "--set",
@@ -155,8 +155,8 @@ def test_missing_config_file_is_reported(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_ui_serves_the_log_database(tmp_path, fake_openai):
-    config = write_config(tmp_path, fake_openai)
+def test_ui_serves_the_log_database(tmp_path, fake_provider):
+    config = write_config(tmp_path, fake_provider)
     import yaml
 
     ui_port = yaml.safe_load(config.read_text())["server"]["ui_port"]

@@ -20,8 +20,8 @@ import httpx
 import openai
 import pytest
 from conftest import FLOWGATE, make_test_ca, start_flowgate, write_config
-from fake_openai import COMPLETION_TOKENS, EMBEDDING_TOKENS, PROMPT_TOKENS, FakeOpenAI
-from fake_openai import chat_stream_events as openai_stream_events
+from fake_provider import COMPLETION_TOKENS, EMBEDDING_TOKENS, PROMPT_TOKENS, FakeProvider
+from fake_provider import chat_stream_events as openai_stream_events
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_ca(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def https_provider(test_ca):
-    fake = FakeOpenAI(tls=test_ca.server).start()
+    fake = FakeProvider(tls=test_ca.server).start()
     yield fake
     fake.stop()
 
@@ -43,7 +43,11 @@ def proxy_gate(tmp_path_factory, https_provider, test_ca):
         directory,
         https_provider,
         {
-            "providers": {"openai": {"base_url": f"{https_provider.base_url}/v1"}},
+            "providers": {
+                "openai": {"base_url": f"{https_provider.base_url}/v1"},
+                "anthropic": {"base_url": f"{https_provider.base_url}/anthropic/v1"},
+                "gemini": {"base_url": f"{https_provider.base_url}/gemini/v1beta"},
+            },
             "security": {"upstream_ca_file": str(test_ca.ca_file)},
         },
     )
@@ -218,3 +222,173 @@ def test_other_hosts_are_tunnelled_not_intercepted(proxy_gate, test_ca, tmp_path
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def price_map() -> dict:
+    from flowgate_addon.pricing import litellm_price_map
+
+    return litellm_price_map()
+
+
+def cost(price: dict, prompt: int, completion: int, cached: int = 0, written: int = 0) -> float:
+    """Expected dollars, straight from the price map's per-token fields."""
+    return (
+        (prompt - cached - written) * price["input_cost_per_token"]
+        + cached * price["cache_read_input_token_cost"]
+        + written * (price.get("cache_creation_input_token_cost") or price["input_cost_per_token"])
+        + completion * price["output_cost_per_token"]
+    )
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_anthropic_sdk_messages_through_https_proxy(proxied, https_provider, price_map, cached):
+    import anthropic
+
+    session = tag()
+    client = anthropic.Anthropic(api_key="sk-ant-client", max_retries=0)
+    text = "[cached] big shared context" if cached else "hello there"
+    message = client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=50,
+        system="Be brief.",
+        messages=[{"role": "user", "content": text}],
+        extra_headers={"x-flowgate-session": session},
+    )
+    assert message.content[0].text == "Hello from claude-sonnet-4-5!"
+    upstream = https_provider.last("/anthropic/v1/messages")
+    assert upstream.headers["x-api-key"] == "sk-ant-client"
+    [row] = proxied.wait_rows("session = ?", (session,))
+    assert (row["mode"], row["provider"], row["endpoint"]) == ("proxy", "anthropic", "messages")
+    assert row["requested_model"] == "claude-sonnet-4-5"
+    usage = message.usage
+    read = usage.cache_read_input_tokens or 0
+    written = usage.cache_creation_input_tokens or 0
+    prompt = usage.input_tokens + read + written
+    assert (read, written) == ((50, 30) if cached else (0, 0))
+    assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (
+        prompt,
+        read,
+        written,
+    )
+    assert row["completion_tokens"] == usage.output_tokens
+    assert row["cost_usd"] == pytest.approx(
+        cost(price_map["claude-sonnet-4-5"], prompt, usage.output_tokens, read, written)
+    )
+    assert row["prompt"] == f"system: Be brief.\nuser: {text}"
+
+
+def test_anthropic_sdk_stream_through_https_proxy(proxied):
+    import anthropic
+
+    session = tag()
+    client = anthropic.Anthropic(api_key="sk-ant-client", max_retries=0)
+    with client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=50,
+        messages=[{"role": "user", "content": "stream please"}],
+        extra_headers={"x-flowgate-session": session},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from claude-sonnet-4-5!"
+    [row] = proxied.wait_rows("session = ?", (session,))
+    assert row["stream"] == 1 and row["response"] == text
+    assert row["prompt_tokens"] == final.usage.input_tokens
+    assert row["completion_tokens"] == final.usage.output_tokens
+    assert row["ttft_ms"] <= row["latency_ms"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_responses_api_through_https_proxy(proxied, stream):
+    session = tag()
+    client = openai.OpenAI(api_key="sk-x", max_retries=0)
+    kwargs = {
+        "model": "gpt-4o-mini",
+        "input": "Say hello",
+        "extra_headers": {"x-flowgate-session": session},
+    }
+    if stream:
+        events = list(client.responses.create(stream=True, **kwargs))
+        completed = events[-1].response
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    else:
+        completed = client.responses.create(**kwargs)
+        text = completed.output_text
+    assert text == "Hello from gpt-4o-mini!"
+    [row] = proxied.wait_rows("session = ?", (session,))
+    assert (row["endpoint"], row["stream"]) == ("responses", int(stream))
+    assert row["prompt_tokens"] == completed.usage.input_tokens
+    assert row["completion_tokens"] == completed.usage.output_tokens
+    assert row["response"] == text and row["prompt"]
+
+
+def curl_gemini(proxy_gate, path: str, session: str) -> subprocess.CompletedProcess[str]:
+    body = json.dumps(
+        {
+            "systemInstruction": {"parts": [{"text": "Be brief."}]},
+            "contents": [{"role": "user", "parts": [{"text": "Hi Gemini"}]}],
+        }
+    )
+    script = (
+        f'eval "$({FLOWGATE} env --config {proxy_gate.config_path})" && '
+        'curl -sS -N --fail-with-body --cacert "$NODE_EXTRA_CA_CERTS" '
+        f"'https://generativelanguage.googleapis.com/v1beta/models/{path}' "
+        f"-H 'content-type: application/json' -H 'x-goog-api-key: goog-client-key' "
+        f"-H 'x-flowgate-session: {session}' -d '{body}'"
+    )
+    return subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FLOWGATE_HOME": str(proxy_gate.config_path.parent / "home"),
+            "FAKE_LOCAL_KEY": "sk-local-secret",
+        },
+    )
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize(
+    ("path", "stream"),
+    [
+        ("gemini-2.0-flash:generateContent", False),
+        ("gemini-2.0-flash:streamGenerateContent?alt=sse", True),
+        ("gemini-2.0-flash:streamGenerateContent", True),
+    ],
+)
+def test_gemini_with_curl_through_https_proxy(proxy_gate, https_provider, price_map, path, stream):
+    import fake_formats as ff
+
+    session = tag()
+    out = curl_gemini(proxy_gate, path, session)
+    assert out.returncode == 0, out.stderr
+    if stream:
+        assert "Hello" in out.stdout  # streamed pieces, passed on as sent
+    else:
+        assert json.loads(out.stdout)["usageMetadata"]["totalTokenCount"] == ff.GEMINI_TOTAL_TOKENS
+    upstream = https_provider.last(path.split("?")[0] + ("?alt=sse" if "alt=sse" in path else ""))
+    assert upstream.headers["x-goog-api-key"] == "goog-client-key"
+    [row] = proxy_gate.wait_rows("session = ?", (session,))
+    assert (row["provider"], row["requested_model"], row["stream"], row["endpoint"]) == (
+        "gemini",
+        "gemini-2.0-flash",
+        int(stream),
+        path.split(":")[1].split("?")[0],
+    )
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
+        ff.GEMINI_PROMPT_TOKENS,
+        ff.GEMINI_COMPLETION_TOKENS,
+        ff.GEMINI_TOTAL_TOKENS,
+    )
+    assert row["response"] == "Hello from gemini-2.0-flash!"
+    assert row["prompt"] == "system: Be brief.\nuser: Hi Gemini"
+    assert row["cost_usd"] == pytest.approx(
+        cost(
+            price_map["gemini/gemini-2.0-flash"],
+            ff.GEMINI_PROMPT_TOKENS,
+            ff.GEMINI_COMPLETION_TOKENS,
+        )
+    )

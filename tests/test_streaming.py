@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from fake_openai import chat_stream_events
+from fake_provider import chat_stream_events
 
 from flowgate_addon.apis.openai import read_sse_response
 from flowgate_addon.record import CallRecord

@@ -1,4 +1,8 @@
-"""A local stand-in for an OpenAI-compatible provider, for tests.
+"""A local stand-in for LLM providers, for tests.
+
+OpenAI chat completions, embeddings and Responses; Anthropic Messages under any
+path containing /anthropic/; Gemini generateContent under /gemini/ (payloads
+from fake_formats).
 
 JSON answers are compressed (zstd, br or gzip) when the client accepts it, as real
 providers do.
@@ -19,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import brotli
+import fake_formats as formats
 import zstandard
 
 CREATED = 1_700_000_000
@@ -129,7 +134,7 @@ class Received:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeProvider:
     """Run with `start()`; `base_url` is http://127.0.0.1:PORT."""
 
     received: list[Received] = field(default_factory=list)
@@ -139,7 +144,7 @@ class FakeOpenAI:
     # Serve HTTPS with this server-side context (see conftest.test_ca).
     tls: ssl.SSLContext | None = None
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> FakeProvider:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -177,7 +182,26 @@ class FakeOpenAI:
                 except ValueError:
                     body = raw
                 fake._record(self, body)
-                if self.path.endswith("/chat/completions"):
+                path, _, query = self.path.partition("?")
+                if "/anthropic/" in path and path.endswith("/messages"):
+                    if body.get("stream"):
+                        self._stream(formats.anthropic_stream_events(body))
+                    else:
+                        self._json(200, formats.anthropic_message(body))
+                elif "/gemini/" in path and ":" in path:
+                    model, _, method = path.rsplit("/", 1)[1].partition(":")
+                    if method == "generateContent":
+                        self._json(200, formats.gemini_response(model, body))
+                    elif "alt=sse" in query:
+                        self._stream(formats.gemini_stream_events(model, body))
+                    else:  # Gemini's default stream: one JSON array, sent in pieces
+                        self._stream(formats.gemini_stream_array(model, body), "application/json")
+                elif path.endswith("/responses"):
+                    if body.get("stream"):
+                        self._stream(formats.responses_stream_events(body))
+                    else:
+                        self._json(200, formats.responses_response(body))
+                elif self.path.endswith("/chat/completions"):
                     self._chat(body)
                 elif self.path.endswith("/embeddings"):
                     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -249,9 +273,11 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, events: list[bytes]) -> None:
+            def _stream(
+                self, events: list[bytes], content_type: str = "text/event-stream; charset=utf-8"
+            ) -> None:
                 self.send_response(200)
-                self.send_header("content-type", "text/event-stream; charset=utf-8")
+                self.send_header("content-type", content_type)
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
                 for i, event in enumerate(events):
