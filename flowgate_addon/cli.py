@@ -38,13 +38,16 @@ def version() -> None:
     )
 
 
-@cli.command()
-@click.option(
+config_option = click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"YAML config file (default: ${CONFIG_ENV}; without one, defaults apply).",
 )
+
+
+@cli.command()
+@config_option
 @click.option("--host", help="Address every listener binds to (server.host).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Gateway port (server.port).")
 @click.option(
@@ -94,12 +97,7 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
 
 
 @cli.command()
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"YAML config file (default: ${CONFIG_ENV}).",
-)
+@config_option
 def env(config_file: Path | None) -> None:
     """Print shell lines that route a terminal's programs through FlowGate.
 

@@ -84,6 +84,22 @@ def tag() -> str:
     return f"p-{uuid.uuid4().hex[:12]}"
 
 
+def in_flowgate_env(proxy_gate, script: str) -> subprocess.CompletedProcess[str]:
+    """Run a shell script the way a user would: after eval "$(flowgate env)"."""
+    setup = f'eval "$({FLOWGATE} env --config {proxy_gate.config_path})" && '
+    return subprocess.run(
+        ["bash", "-c", setup + script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FLOWGATE_HOME": str(proxy_gate.config_path.parent / "home"),
+            "FAKE_LOCAL_KEY": "sk-local-secret",
+        },
+    )
+
+
 def test_env_prints_what_clients_need(proxy_gate):
     env = proxy_gate.env
     assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == proxy_gate.proxy_url
@@ -164,23 +180,12 @@ def test_curl_with_flowgate_env(proxy_gate):
     """What a user types: eval "$(flowgate env)", then an ordinary curl."""
     session = tag()
     script = (
-        f'eval "$({FLOWGATE} env --config {proxy_gate.config_path})" && '
         'curl -sS --fail-with-body --cacert "$NODE_EXTRA_CA_CERTS" '
         "https://api.openai.com/v1/chat/completions -H 'content-type: application/json' "
         f"-H 'x-flowgate-session: {session}' "
         """-d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "curl"}]}'"""
     )
-    out = subprocess.run(
-        ["bash", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "FLOWGATE_HOME": str(proxy_gate.config_path.parent / "home"),
-            "FAKE_LOCAL_KEY": "sk-local-secret",
-        },
-    )
+    out = in_flowgate_env(proxy_gate, script)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["choices"][0]["message"]["content"] == "Hello from gpt-4o-mini!"
     [row] = proxy_gate.wait_rows("session = ?", (session,))
@@ -331,23 +336,12 @@ def curl_gemini(proxy_gate, path: str, session: str) -> subprocess.CompletedProc
         }
     )
     script = (
-        f'eval "$({FLOWGATE} env --config {proxy_gate.config_path})" && '
         'curl -sS -N --fail-with-body --cacert "$NODE_EXTRA_CA_CERTS" '
         f"'https://generativelanguage.googleapis.com/v1beta/models/{path}' "
         f"-H 'content-type: application/json' -H 'x-goog-api-key: goog-client-key' "
         f"-H 'x-flowgate-session: {session}' -d '{body}'"
     )
-    return subprocess.run(
-        ["bash", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "FLOWGATE_HOME": str(proxy_gate.config_path.parent / "home"),
-            "FAKE_LOCAL_KEY": "sk-local-secret",
-        },
-    )
+    return in_flowgate_env(proxy_gate, script)
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

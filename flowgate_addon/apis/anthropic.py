@@ -6,7 +6,15 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from flowgate_addon.apis.common import Reply, Usage, as_int, sse_payloads
+from flowgate_addon.apis.common import (
+    Reply,
+    Usage,
+    as_int,
+    json_object,
+    model_in_body,
+    sse_objects,
+    stream_flag_in_body,
+)
 
 # API path below the base URL (…/v1) -> endpoint name logged in `requests.endpoint`.
 ENDPOINTS = {
@@ -27,13 +35,8 @@ def endpoint(api_path: str) -> str | None:
     return ENDPOINTS.get(api_path)
 
 
-def request_model(api_path: str, body: dict[str, Any] | None) -> str | None:
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) and model else None
-
-
-def is_stream(api_path: str, query: str, body: dict[str, Any] | None) -> bool:
-    return isinstance(body, dict) and body.get("stream") is True
+request_model = model_in_body
+is_stream = stream_flag_in_body
 
 
 def usage_from(raw: Any) -> Usage | None:
@@ -60,11 +63,7 @@ def usage_from(raw: Any) -> Usage | None:
 
 
 def read_json_response(body: bytes) -> Reply:
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return Reply()
-    if not isinstance(obj, dict):
+    if (obj := json_object(body)) is None:
         return Reply()
     return Reply(usage_from(obj.get("usage")), response_text(obj), error_message(obj))
 
@@ -79,13 +78,7 @@ def read_sse_response(chunks: Iterable[bytes]) -> Reply:
     reply = Reply()
     raw_usage: dict[str, int] = {}
     blocks: dict[int, dict[str, Any]] = {}
-    for payload in sse_payloads(b"".join(chunks)):
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict):
-            continue
+    for obj in sse_objects(chunks):
         kind = obj.get("type")
         if message := error_message(obj):
             reply.error = message

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,3 +56,30 @@ def sse_payloads(data: bytes) -> Iterator[str]:
         ]
         if lines:
             yield "\n".join(lines)
+
+
+def model_in_body(api_path: str, body: dict[str, Any] | None) -> str | None:
+    """`request_model` for formats that name the model in the JSON body."""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
+def stream_flag_in_body(api_path: str, query: str, body: dict[str, Any] | None) -> bool:
+    """`is_stream` for formats that ask for a stream with `"stream": true`."""
+    return isinstance(body, dict) and body.get("stream") is True
+
+
+def json_object(data: bytes | str) -> dict[str, Any] | None:
+    """A JSON object, or None for anything else (bad JSON, arrays, scalars)."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def sse_objects(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a stream's `data:` events (`[DONE]` and non-JSON skipped)."""
+    for payload in sse_payloads(b"".join(chunks)):
+        if (obj := json_object(payload)) is not None:
+            yield obj

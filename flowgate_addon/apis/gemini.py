@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from flowgate_addon.apis.common import Reply, Usage, as_int, sse_payloads
+from flowgate_addon.apis.common import Reply, Usage, as_int, sse_objects
 
 METHODS = {
     "generateContent": "generateContent",
@@ -74,15 +74,7 @@ def read_json_response(body: bytes) -> Reply:
 
 def read_sse_response(chunks: Iterable[bytes]) -> Reply:
     """`?alt=sse` stream: each `data:` event is one GenerateContentResponse."""
-
-    def objects() -> Iterator[Any]:
-        for payload in sse_payloads(b"".join(chunks)):
-            try:
-                yield json.loads(payload)
-            except ValueError:
-                continue
-
-    return _read_objects(objects())
+    return _read_objects(sse_objects(chunks))
 
 
 def _read_objects(objects: Iterable[Any]) -> Reply:

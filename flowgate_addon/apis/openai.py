@@ -9,7 +9,15 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from flowgate_addon.apis.common import Reply, Usage, as_int, sse_payloads
+from flowgate_addon.apis.common import (
+    Reply,
+    Usage,
+    as_int,
+    json_object,
+    model_in_body,
+    sse_objects,
+    stream_flag_in_body,
+)
 
 # API path below the base URL -> endpoint name logged in `requests.endpoint`.
 ENDPOINTS = {
@@ -29,13 +37,8 @@ def endpoint(api_path: str) -> str | None:
     return ENDPOINTS.get(api_path)
 
 
-def request_model(api_path: str, body: dict[str, Any] | None) -> str | None:
-    model = body.get("model") if isinstance(body, dict) else None
-    return model if isinstance(model, str) and model else None
-
-
-def is_stream(api_path: str, query: str, body: dict[str, Any] | None) -> bool:
-    return isinstance(body, dict) and body.get("stream") is True
+request_model = model_in_body
+is_stream = stream_flag_in_body
 
 
 def usage_from(usage: Any) -> Usage | None:
@@ -49,11 +52,7 @@ def usage_from(usage: Any) -> Usage | None:
 
 
 def read_json_response(body: bytes) -> Reply:
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return Reply()
-    if not isinstance(obj, dict):
+    if (obj := json_object(body)) is None:
         return Reply()
     return Reply(usage_from(obj.get("usage")), response_text(obj), error_message(obj))
 
@@ -68,15 +67,7 @@ def read_sse_response(chunks: Iterable[bytes]) -> Reply:
     tools: dict[int, dict[str, str]] = {}
     calls = _ResponseCalls()
     final: dict[str, Any] | None = None
-    for payload in sse_payloads(b"".join(chunks)):
-        if payload == "[DONE]":
-            continue
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict):
-            continue
+    for obj in sse_objects(chunks):
         if usage := usage_from(obj.get("usage")):
             reply.usage = usage
         if message := error_message(obj):
