@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import time
 
-from mitmproxy import ctx, exceptions, http, tls
+from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
 
 from flowgate_addon.config import ConfigError, Settings, load_settings
@@ -76,10 +76,19 @@ class FlowGate:
         ]
         log.info("FlowGate logging to %s", settings.database.path)
 
+    def client_connected(self, client: connection.Client) -> None:
+        """Forward proxy: refuse clients outside the allowlist before they can tunnel anywhere."""
+        if (
+            self._allowlist
+            and isinstance(client.proxy_mode, RegularMode)
+            and not self._allowed(client.peername)
+        ):
+            client.error = "client address not in FlowGate's security.ip_allowlist"
+
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or self.gateway is None:
             return
-        if self._allowlist and not self._allowed(flow):
+        if self._allowlist and not self._allowed(flow.client_conn.peername):
             flow.response = error_response(
                 403,
                 "this client address is not in FlowGate's security.ip_allowlist",
@@ -147,8 +156,7 @@ class FlowGate:
             self.writer.stop()
             self.writer = None
 
-    def _allowed(self, flow: http.HTTPFlow) -> bool:
-        peer = flow.client_conn.peername
+    def _allowed(self, peer: tuple[str, int] | None) -> bool:
         if not peer:
             return False
         address = ipaddress.ip_address(peer[0])

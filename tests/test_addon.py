@@ -134,6 +134,19 @@ def test_ip_allowlist(addon):
     assert mapped.response is None
 
 
+def test_ip_allowlist_refuses_forward_proxy_clients_at_connect(addon):
+    outsider = tflow.tclient_conn()
+    outsider.proxy_mode = ProxyMode.parse("regular")
+    outsider.peername = ("192.168.1.5", 40000)
+    addon.client_connected(outsider)
+    assert "ip_allowlist" in outsider.error
+    insider = tflow.tclient_conn()
+    insider.proxy_mode = ProxyMode.parse("regular")
+    insider.peername = ("127.0.0.1", 40000)
+    addon.client_connected(insider)
+    assert insider.error is None
+
+
 def test_forward_proxy_observes_known_hosts_only(addon):
     flow = tflow.tflow()
     flow.client_conn.proxy_mode = ProxyMode.parse("regular")
