@@ -32,9 +32,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,20 +118,26 @@ class Service:
 
 def find_tools() -> Tools:
     """Locate nginx, wrk, mitmdump and flowgate, or exit with a clear message."""
-    missing = [name for name in ("nginx", "wrk") if find_executable(name) is None]
+    return Tools(**locate(("nginx", "wrk"), ("mitmdump", "flowgate")))
+
+
+def locate(system: tuple[str, ...], python: tuple[str, ...]) -> dict[str, str]:
+    """Find the SYSTEM tools (Debian packages of the same name) and the PYTHON ones
+    (installed with FlowGate), or exit naming what to install."""
+    missing = [name for name in system if find_executable(name) is None]
     if missing:
         sys.exit(
             f"error: {' and '.join(missing)} not found on PATH; "
-            "install with: apt-get install -y nginx wrk"
+            f"install with: apt-get install -y {' '.join(system)}"
         )
-    tools = {name: find_executable(name) for name in ("nginx", "wrk", "mitmdump", "flowgate")}
-    for name in ("mitmdump", "flowgate"):
+    tools = {name: find_executable(name) for name in (*system, *python)}
+    for name in python:
         if tools[name] is None:
             sys.exit(
                 f"error: {name} not found next to {sys.executable} or on PATH; "
                 "run this script with the Python of the environment FlowGate is installed in"
             )
-    return Tools(**{name: str(path) for name, path in tools.items()})
+    return {name: str(path) for name, path in tools.items()}
 
 
 def find_executable(name: str) -> str | None:
@@ -181,25 +188,32 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
+Probe = Callable[[], tuple[int, str]]
+
+
 @contextmanager
-def running(service: Service) -> Iterator[Service]:
-    """Yield SERVICE once it answers a test POST with 200; always stop it afterwards."""
+def running(service: Service, probe: Probe | None = None) -> Iterator[Service]:
+    """Yield SERVICE once it answers a test POST with 200; always stop it afterwards.
+
+    PROBE sends that POST and returns (status, description); by default it goes to
+    ``service.url``."""
     try:
-        wait_until_ready(service)
+        wait_until_ready(service, probe)
         yield service
     finally:
         stop_process(service.proc)
 
 
-def wait_until_ready(service: Service) -> None:
+def wait_until_ready(service: Service, probe: Probe | None = None) -> None:
     """Poll until SERVICE accepts TCP and answers a test POST with 200, or fail."""
+    probe = probe or partial(post_once, service.url)
     deadline = time.monotonic() + START_TIMEOUT_S
     last_error = "no attempt made"
     while time.monotonic() < deadline:
         if service.proc.poll() is not None:
             fail_service(service, f"exited with code {service.proc.returncode}")
         if port_open(service.port):
-            status, last_error = post_once(service.url)
+            status, last_error = probe()
             if status == 200:
                 return
         time.sleep(0.25)
@@ -222,11 +236,12 @@ def port_open(port: int) -> bool:
         return False
 
 
-def post_once(url: str) -> tuple[int, str]:
-    """Send the benchmark POST once; return (status, short description)."""
+def post_once(url: str, opener: urllib.request.OpenerDirector | None = None) -> tuple[int, str]:
+    """Send the benchmark POST once (through OPENER if given); return (status, description)."""
     request = urllib.request.Request(url, data=REQUEST_BODY.encode(), headers=HEADERS)
+    open_url = opener.open if opener is not None else urllib.request.urlopen
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with open_url(request, timeout=10) as response:
             response.read()
             return response.status, f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
@@ -238,9 +253,17 @@ def post_once(url: str) -> tuple[int, str]:
 # ------------------------------------------------------------------------ services
 
 
-def nginx_conf(workdir: Path, port: int) -> Path:
-    """Write an nginx config that answers the chat-completions path with a canned reply."""
+def nginx_conf(
+    workdir: Path, port: int, tls: tuple[Path, Path] | None = None, extra: str = ""
+) -> Path:
+    """Write an nginx config that answers the chat-completions path with a canned reply.
+
+    With TLS (certificate PEM, key PEM) it serves HTTPS instead of plain HTTP; EXTRA is
+    added to the server block (e.g. more locations)."""
     body = UPSTREAM_RESPONSE.replace("\\", "\\\\").replace("'", "\\'")
+    listen = f"{HOST}:{port}"
+    if tls is not None:
+        listen += f" ssl;\n        ssl_certificate {tls[0]};\n        ssl_certificate_key {tls[1]}"
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""worker_processes 1;
@@ -256,11 +279,11 @@ http {{
     scgi_temp_path {workdir}/nginx-scgi;
     keepalive_requests 1000000;
     server {{
-        listen {HOST}:{port};
+        listen {listen};
         location {API_PATH} {{
             default_type application/json;
             return 200 '{body}';
-        }}
+        }}{extra}
     }}
 }}
 """
@@ -268,11 +291,13 @@ http {{
     return conf
 
 
-def start_nginx(tools: Tools, workdir: Path) -> Service:
-    """Start the canned-reply nginx upstream."""
+def start_nginx(
+    nginx: str, workdir: Path, tls: tuple[Path, Path] | None = None, extra: str = ""
+) -> Service:
+    """Start the canned-reply nginx upstream (for TLS and EXTRA see nginx_conf)."""
     port = free_port()
-    conf = nginx_conf(workdir, port)
-    cmd = [tools.nginx, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"]
+    conf = nginx_conf(workdir, port, tls, extra)
+    cmd = [nginx, "-c", str(conf), "-p", str(workdir), "-g", "daemon off;"]
     proc, log = spawn("nginx", cmd, workdir)
     return Service("nginx", proc, port, log)
 
@@ -298,6 +323,20 @@ def start_mitmdump(tools: Tools, workdir: Path, upstream_port: int) -> Service:
 
 def start_flowgate(tools: Tools, workdir: Path, upstream_port: int, name: str) -> Service:
     """Start FlowGate (no UI) with the upstream as its OpenAI provider, in WORKDIR/NAME."""
+    providers = f"""providers:
+  openai:
+    base_url: "http://{HOST}:{upstream_port}/v1"
+"""
+    return start_flowgate_with(tools.flowgate, workdir, name, providers)
+
+
+def start_flowgate_with(
+    flowgate: str, workdir: Path, name: str, extra_config: str, forward_proxy: bool = False
+) -> Service:
+    """Start FlowGate (no UI) in WORKDIR/NAME, EXTRA_CONFIG after its server and database.
+
+    The returned service is on FlowGate's gateway port, or with FORWARD_PROXY on its
+    forward-proxy port. FLOWGATE_HOME (where its CA lives) is WORKDIR/NAME/home."""
     home = workdir / name
     home.mkdir()
     port, proxy_port, ui_port = free_port(), free_port(), free_port()
@@ -310,15 +349,12 @@ def start_flowgate(tools: Tools, workdir: Path, upstream_port: int, name: str) -
   ui_port: {ui_port}
 database:
   path: {home / "flowgate.db"}
-providers:
-  openai:
-    base_url: "http://{HOST}:{upstream_port}/v1"
-"""
+{extra_config}"""
     )
     env = {**os.environ, "FLOWGATE_HOME": str(home / "home")}
-    cmd = [tools.flowgate, "start", "--config", str(config), "--no-ui"]
+    cmd = [flowgate, "start", "--config", str(config), "--no-ui"]
     proc, log = spawn(name, cmd, home, env)
-    return Service(name, proc, port, log)
+    return Service(name, proc, proxy_port if forward_proxy else port, log)
 
 
 def flowgate_db(service: Service) -> Path:
@@ -494,14 +530,32 @@ def benchmark(
     args: argparse.Namespace,
 ) -> dict[tuple[str, int], WrkResult]:
     """Run every (path, connections) cell REPEATS times, interleaved; return the medians."""
-    for name, service in targets.items():
+
+    def measure(name: str, connections: int, duration_s: float) -> WrkResult:
+        return parse_wrk(run_wrk(tools, targets[name].url, connections, duration_s, script))
+
+    return interleaved(targets, measure, args)
+
+
+Measure = Callable[[str, int, float], WrkResult]
+
+
+def interleaved(
+    names: Iterable[str], measure: Measure, args: argparse.Namespace
+) -> dict[tuple[str, int], WrkResult]:
+    """Warm up each path, then run every (path, connections) cell args.repeats times.
+
+    MEASURE(path, connections, seconds) runs the load once. The runs are interleaved
+    (every cell once per round); returns the median run of each cell."""
+    names = list(names)
+    for name in names:
         print(f"warming up {name} ...", file=sys.stderr)
-        run_wrk(tools, service.url, max(args.connections), args.warmup, script)
+        measure(name, max(args.connections), args.warmup)
     runs: dict[tuple[str, int], list[WrkResult]] = {}
     for repeat in range(1, args.repeats + 1):
-        for name, service in targets.items():
+        for name in names:
             for conns in args.connections:
-                result = parse_wrk(run_wrk(tools, service.url, conns, args.duration, script))
+                result = measure(name, conns, args.duration)
                 runs.setdefault((name, conns), []).append(result)
                 print(
                     f"run {repeat}/{args.repeats} {name:8} c={conns:<3} "
@@ -631,12 +685,7 @@ def memory_check(tools: Tools, workdir: Path, upstream_port: int, args: argparse
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; median shown (3)")
-    parser.add_argument(
-        "--connections", type=int, nargs="+", default=[1, 16], help="concurrency levels (1 16)"
-    )
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per path (2)")
+    add_run_options(parser)
     parser.add_argument(
         "--warmup-requests", type=int, default=2_000, help="memory phase warm-up (2000)"
     )
@@ -648,14 +697,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--keep-workdir", action="store_true", help="keep configs, logs and databases"
     )
     args = parser.parse_args(argv)
+    check_run_options(parser, args)
+    return args
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Add --duration, --repeats, --connections and --warmup (see interleaved)."""
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; median shown (3)")
+    parser.add_argument(
+        "--connections", type=int, nargs="+", default=[1, 16], help="concurrency levels (1 16)"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per path (2)")
+
+
+def check_run_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject run options below 1."""
     if args.repeats < 1 or args.duration < 1 or min(args.connections) < 1:
         parser.error("--repeats, --duration and --connections must be at least 1")
-    return args
 
 
 def run_all(tools: Tools, workdir: Path, args: argparse.Namespace) -> None:
     """Start the upstream, run both phases in WORKDIR and print the tables."""
-    with running(start_nginx(tools, workdir)) as upstream:
+    with running(start_nginx(tools.nginx, workdir)) as upstream:
         script = write_lua(workdir)
         with ExitStack() as proxies:
             bare = proxies.enter_context(running(start_mitmdump(tools, workdir, upstream.port)))
@@ -679,11 +743,18 @@ def main(argv: list[str] | None = None) -> None:
     """Run the throughput/latency benchmark, then the memory check, and print the tables."""
     args = parse_args(argv)
     tools = find_tools()
+    with work_directory(args.keep_workdir) as workdir:
+        run_all(tools, workdir, args)
+
+
+@contextmanager
+def work_directory(keep: bool) -> Iterator[Path]:
+    """Yield a fresh temporary directory; remove it afterwards unless KEEP."""
     workdir = Path(tempfile.mkdtemp(prefix="flowgate-bench-"))
     try:
-        run_all(tools, workdir, args)
+        yield workdir
     finally:
-        if args.keep_workdir:
+        if keep:
             print(f"work directory kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
