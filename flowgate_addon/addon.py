@@ -22,6 +22,8 @@ from flowgate_addon.gateway import Gateway
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.record import CallRecord, to_row
+from flowgate_addon.security.credentials import Credentials, unlock_vault
+from flowgate_addon.security.vault import Vault
 from flowgate_addon.store import LogWriter
 from flowgate_addon.streaming import StreamTap
 
@@ -70,7 +72,10 @@ class FlowGate:
         if self.writer is not None:
             self.writer.stop()
         self.settings, self.writer = settings, writer
-        self.gateway = Gateway(settings, registry, prices)
+        vault = Vault(settings.security.vault_path)
+        locked = unlock_vault(vault, settings.security.master_key_path)
+        credentials = Credentials(vault, settings.security.allow_client_keys, locked)
+        self.gateway = Gateway(settings, registry, prices, credentials)
         self._allowlist = [
             ipaddress.ip_network(n, strict=False) for n in settings.security.ip_allowlist
         ]

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from flowgate_addon.paths import default_db_path
+from flowgate_addon.paths import data_dir, default_db_path
 from flowgate_addon.providers import BUILTIN_PROVIDERS
 
 CONFIG_ENV = "FLOWGATE_CONFIG"
@@ -81,6 +81,9 @@ class LoggingSettings(_Section):
 class SecuritySettings(_Section):
     ip_allowlist: list[str] = []
     upstream_ca_file: Path | None = None
+    vault_path: Path = Field(default_factory=lambda: data_dir() / "vault.json")
+    master_key_path: Path | None = None
+    allow_client_keys: bool = True
 
     @field_validator("upstream_ca_file")
     @classmethod
@@ -144,8 +147,12 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(_describe(exc, file, lines)) from None
     settings.source = file.resolve()
     _check_semantics(settings, file, lines)
-    if not settings.database.path.is_absolute():
-        settings.database.path = (file.resolve().parent / settings.database.path).resolve()
+    base = file.resolve().parent
+    settings.database.path = base / settings.database.path.expanduser()
+    security = settings.security
+    security.vault_path = base / security.vault_path.expanduser()
+    if security.master_key_path:
+        security.master_key_path = base / security.master_key_path.expanduser()
     return settings
 
 

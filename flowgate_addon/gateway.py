@@ -19,6 +19,7 @@ from flowgate_addon.errors import error_response
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import Provider, ProviderRegistry
 from flowgate_addon.record import CallRecord
+from flowgate_addon.security.credentials import Credentials, NoCredential
 
 SESSION_HEADER = "x-flowgate-session"
 AGENT_HEADER = "x-flowgate-agent"
@@ -29,9 +30,16 @@ MODEL_ENDPOINTS = {"chat.completions", "embeddings", "completions", "responses"}
 
 
 class Gateway:
-    def __init__(self, settings: Settings, registry: ProviderRegistry, prices: PriceBook):
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ProviderRegistry,
+        prices: PriceBook,
+        credentials: Credentials,
+    ):
         self.settings = settings
         self.registry = registry
+        self.credentials = credentials
         self.models = model_list(settings, registry, prices)
         self._models_body = json.dumps({"object": "list", "data": self.models}).encode()
         self._models_by_id = {m["id"]: m for m in self.models}
@@ -132,12 +140,21 @@ class Gateway:
 
     # --- shared --------------------------------------------------------------------------
 
-    @staticmethod
     def _send_to(
-        flow: http.HTTPFlow, record: CallRecord, provider: Provider, api_path: str, query: str
+        self,
+        flow: http.HTTPFlow,
+        record: CallRecord,
+        provider: Provider,
+        api_path: str,
+        query: str,
     ) -> None:
-        """Point the request at the provider's upstream, with its credential if we hold one."""
+        """Point the request at the provider's upstream, with the right credential."""
         request = flow.request
+        try:
+            self.credentials.apply(request, provider)
+        except NoCredential as exc:
+            self._fail(flow, record, 503, str(exc), "no_provider_key")
+            return
         # Setting host or port rewrites the Host header: skip it when nothing changes.
         if request.scheme != provider.scheme:
             request.scheme = provider.scheme
@@ -149,8 +166,6 @@ class Gateway:
         path = provider.upstream_path(api_path) + (f"?{query}" if query else "")
         if request.path != path:
             request.path = path
-        if credential := provider.credential():
-            request.headers[credential[0]] = credential[1]
 
     def _new_record(self, flow: http.HTTPFlow, mode: str, endpoint: str) -> CallRecord:
         request = flow.request

@@ -112,12 +112,6 @@ class Provider:
         """`/chat/completions` -> the provider's full path, e.g. `/v1/chat/completions`."""
         return self.upstream.path + api_path
 
-    def credential(self) -> tuple[str, str] | None:
-        """The header that carries this provider's own key, if FlowGate holds one."""
-        if not self.api_key:
-            return None
-        return self.auth_header, self.auth_prefix + self.api_key
-
 
 class ProviderRegistry:
     """Model -> provider, address -> provider, and which hosts the proxy intercepts."""

@@ -189,6 +189,14 @@ def start_flowgate(
     raise AssertionError(f"FlowGate did not start:\n{running.output()}")
 
 
+@pytest.fixture(autouse=True)
+def private_data_folder(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's real FlowGate folder (vault, tokens, CA)."""
+    monkeypatch.setenv("FLOWGATE_HOME", str(tmp_path_factory.mktemp("flowgate-home")))
+    monkeypatch.delenv("FLOWGATE_MASTER_PASSWORD", raising=False)
+    monkeypatch.delenv("FLOWGATE_CONFIG", raising=False)
+
+
 @pytest.fixture(scope="session")
 def fake_provider() -> Iterator[FakeProvider]:
     fake = FakeProvider().start()

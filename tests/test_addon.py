@@ -44,6 +44,7 @@ def gateway_flow(
     flow.client_conn.proxy_mode = ProxyMode.parse("reverse:http://127.0.0.1:9")
     flow.client_conn.peername = (peer, 50000)
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers.setdefault("authorization", "Bearer sk-client-own-key")
     flow.request = tutils.treq(
         method=b"POST",
         path=path.encode(),

@@ -189,6 +189,7 @@ def test_stream_is_not_buffered(flowgate, fake_provider):
             "POST",
             f"{flowgate.base_url}/chat/completions",
             timeout=30,
+            headers={"authorization": "Bearer sk-client-key"},
             json={
                 "model": "gpt-4o-mini",
                 "stream": True,
@@ -349,7 +350,11 @@ def test_compressed_upstream_json_is_passed_on_and_parsed(flowgate, fake_provide
     response = httpx.post(
         f"{flowgate.base_url}/chat/completions",
         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "zip"}]},
-        headers={"accept-encoding": encoding, "x-flowgate-session": session},
+        headers={
+            "accept-encoding": encoding,
+            "x-flowgate-session": session,
+            "authorization": "Bearer sk-client-key",
+        },
     )
     assert response.headers["content-encoding"] == encoding  # the bytes upstream sent
     assert response.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS
@@ -399,7 +404,7 @@ def test_forward_proxy_listener_observes_provider_traffic(flowgate, fake_provide
         response = client.post(
             f"{fake_provider.base_url}/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "via proxy"}]},
-            headers={"x-flowgate-session": session},
+            headers={"x-flowgate-session": session, "authorization": "Bearer sk-client-key"},
         )
     assert response.json()["choices"][0]["message"]["content"] == "Hello from gpt-4o-mini!"
     [row] = flowgate.wait_rows("session = ?", (session,))

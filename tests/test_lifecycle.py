@@ -165,6 +165,7 @@ def test_ui_serves_the_log_database(tmp_path, fake_provider):
         httpx.post(
             f"{running.base_url}/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": "Bearer sk-client-key"},
         )
         running.wait_rows("endpoint = 'chat.completions'")
         deadline = time.monotonic() + 30

@@ -165,7 +165,8 @@ def test_unknown_paths_on_llm_hosts_pass_through_and_are_logged(proxied, https_p
     session = tag()
     with httpx.Client() as client:  # proxy and CA from the environment
         response = client.get(
-            "https://api.openai.com/v1/files?purpose=batch", headers={"x-flowgate-session": session}
+            "https://api.openai.com/v1/files?purpose=batch",
+            headers={"x-flowgate-session": session, "authorization": "Bearer sk-x"},
         )
     assert response.status_code == 404  # the provider's own answer, untouched
     assert response.json()["error"]["message"] == "not found"
@@ -182,7 +183,7 @@ def test_curl_with_flowgate_env(proxy_gate):
     script = (
         'curl -sS --fail-with-body --cacert "$NODE_EXTRA_CA_CERTS" '
         "https://api.openai.com/v1/chat/completions -H 'content-type: application/json' "
-        f"-H 'x-flowgate-session: {session}' "
+        f"-H 'x-flowgate-session: {session}' -H 'authorization: Bearer sk-curl-key' "
         """-d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "curl"}]}'"""
     )
     out = in_flowgate_env(proxy_gate, script)

@@ -1,0 +1,1 @@
+"""Security: caller tokens, the provider-key vault and which credential goes upstream."""

@@ -1,0 +1,109 @@
+"""Which credential goes upstream: FlowGate's key for the provider, or the client's own.
+
+Order: a key in the config (`providers.X.api_key`), then the vault's key for the
+provider; either replaces whatever the client sent. Without one, the client's own
+provider key goes through if `security.allow_client_keys` allows it. A FlowGate
+caller token (`fgt_…`) is never forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from mitmproxy import http
+
+from flowgate_addon.providers import Provider
+from flowgate_addon.security.vault import Vault, VaultError
+
+log = logging.getLogger("flowgate")
+
+PASSWORD_ENV = "FLOWGATE_MASTER_PASSWORD"
+# Headers that carry a provider credential in some wire format.
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+CALLER_TOKEN_PREFIX = "fgt_"
+
+# Set by `flowgate start` after asking for the password on its terminal, for the
+# addon running in the same process.
+preset_master_key: bytes | None = None
+
+
+class NoCredential(Exception):
+    """The request needs a provider key that FlowGate cannot supply; the message says why."""
+
+
+def unlock_vault(vault: Vault, master_key_path: Path | None) -> str | None:
+    """Unlock from the environment, a master-key file or a preset key; the reason if not."""
+    if not vault.exists:
+        return None
+    try:
+        if password := os.environ.get(PASSWORD_ENV):
+            vault.unlock(password)
+        elif master_key_path is not None and master_key_path.exists():
+            vault.unlock_with_key(master_key_path.read_bytes().strip())
+        elif preset_master_key is not None:
+            vault.unlock_with_key(preset_master_key)
+        else:
+            return (
+                f"the vault ({vault.path}) is locked: start FlowGate with {PASSWORD_ENV} set, "
+                "set security.master_key_path, or run `flowgate start` in a terminal to be "
+                "asked for the master password"
+            )
+    except VaultError as exc:
+        log.error("FlowGate vault: %s", exc)
+        return f"the vault ({vault.path}) could not be unlocked: {exc}"
+    log.info("FlowGate vault unlocked (%s)", vault.path)
+    return None
+
+
+class Credentials:
+    def __init__(self, vault: Vault, allow_client_keys: bool, locked_reason: str | None):
+        self.vault = vault
+        self.allow_client_keys = allow_client_keys
+        self.locked_reason = locked_reason
+
+    def apply(self, request: http.Request, provider: Provider) -> None:
+        """Put the right credential on an upstream request, or raise NoCredential."""
+        headers = request.headers
+        secret = provider.api_key or self._vault_key(provider)
+        if secret:
+            for name in CREDENTIAL_HEADERS:
+                if name in headers:
+                    del headers[name]
+            headers[provider.auth_header] = provider.auth_prefix + secret
+            return
+        presented = False
+        for name in CREDENTIAL_HEADERS:
+            value = headers.get(name)
+            if value is None:
+                continue
+            if value.removeprefix("Bearer ").strip().startswith(CALLER_TOKEN_PREFIX):
+                del headers[name]
+            else:
+                presented = True
+        if presented and self.allow_client_keys:
+            return
+        raise NoCredential(self._why(provider, presented))
+
+    def _vault_key(self, provider: Provider) -> str | None:
+        if not self.vault.unlocked:
+            return None
+        try:
+            return self.vault.get(provider.name)
+        except VaultError as exc:
+            raise NoCredential(str(exc)) from None
+
+    def _why(self, provider: Provider, presented: bool) -> str:
+        if self.locked_reason and self.vault.has_key(provider.name):
+            return self.locked_reason
+        if presented:  # allow_client_keys is off
+            return (
+                f"FlowGate holds no key for provider {provider.name} and does not forward "
+                f"clients' own keys (security.allow_client_keys is false): add one with "
+                f"`flowgate add-key {provider.name}`"
+            )
+        return (
+            f"FlowGate holds no key for provider {provider.name}: add one with "
+            f"`flowgate add-key {provider.name}`, or send your own provider key"
+        )
