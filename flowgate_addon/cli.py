@@ -13,9 +13,12 @@ from pathlib import Path
 
 import click
 
-from flowgate_addon import __version__, trust
-from flowgate_addon.config import CONFIG_ENV, ConfigError, Settings, config_path, load_settings
+from flowgate_addon import __version__, cli_vault, trust
+from flowgate_addon.cli_options import config_option, load
+from flowgate_addon.config import CONFIG_ENV, Settings, config_path
 from flowgate_addon.providers import ProviderRegistry
+from flowgate_addon.security import credentials
+from flowgate_addon.security.vault import Vault, VaultError, WrongPassword
 from flowgate_addon.store import open_db
 
 ADDON_SCRIPT = Path(__file__).with_name("addon.py")
@@ -38,14 +41,6 @@ def version() -> None:
     )
 
 
-config_option = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"YAML config file (default: ${CONFIG_ENV}; without one, defaults apply).",
-)
-
-
 @cli.command()
 @config_option
 @click.option("--host", help="Address every listener binds to (server.host).")
@@ -57,10 +52,11 @@ config_option = click.option(
 @click.option("--no-ui", is_flag=True, help="Run only the proxy listeners, not the Datasette UI.")
 def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> None:
     """Run the gateway and forward-proxy listeners (and the UI) until Ctrl-C."""
-    settings = _settings(config_file)
+    settings = load(config_file)
     for key, value in server.items():
         if value is not None:
             setattr(settings.server, key, value)
+    _unlock_on_terminal(settings)
     try:
         open_db(settings.database.path).conn.close()
     except (OSError, sqlite3.Error) as exc:
@@ -103,7 +99,7 @@ def env(config_file: Path | None) -> None:
 
     Use: eval "$(flowgate env)"
     """
-    settings = _settings(config_file)
+    settings = load(config_file)
     click.echo(f"# FlowGate forward proxy; CA certificate: {trust.ensure_ca()}")
     for line in trust.env_lines(settings):
         click.echo(line)
@@ -139,11 +135,36 @@ def ca(path_only: bool) -> None:
     )
 
 
-def _settings(config_file: Path | None) -> Settings:
-    try:
-        return load_settings(config_file)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+def _unlock_on_terminal(settings: Settings) -> None:
+    """Ask for the vault's master password when nothing else can unlock it."""
+    vault = Vault(settings.security.vault_path)
+    key_file = settings.security.master_key_path
+    if (
+        not vault.exists
+        or os.environ.get(credentials.PASSWORD_ENV)
+        or (key_file is not None and key_file.exists())
+        or not sys.stdin.isatty()
+    ):
+        return  # the addon unlocks it, or reports it locked
+    for _ in range(3):
+        password = click.prompt(
+            "Vault master password (Enter: start with the vault locked)",
+            hide_input=True,
+            default="",
+            show_default=False,
+        )
+        if not password:
+            return
+        try:
+            vault.unlock(password)
+        except WrongPassword:
+            click.echo("Wrong master password.", err=True)
+            continue
+        except VaultError as exc:
+            raise click.ClickException(str(exc)) from None
+        credentials.preset_master_key = vault.master_key()
+        return
+    raise click.ClickException("wrong master password three times")
 
 
 def mitmdump_args(settings: Settings) -> list[str]:
@@ -202,6 +223,10 @@ def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
 
+
+cli.add_command(cli_vault.add_key)
+cli.add_command(cli_vault.keys)
+cli.add_command(cli_vault.vault)
 
 if __name__ == "__main__":
     cli()

@@ -8,6 +8,7 @@ caller token (`fgt_…`) is never forwarded.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from mitmproxy import http
 
 from flowgate_addon.providers import Provider
-from flowgate_addon.security.vault import Vault, VaultError
+from flowgate_addon.security.vault import Vault, VaultError, write_private
 
 log = logging.getLogger("flowgate")
 
@@ -27,6 +28,18 @@ CALLER_TOKEN_PREFIX = "fgt_"
 # Set by `flowgate start` after asking for the password on its terminal, for the
 # addon running in the same process.
 preset_master_key: bytes | None = None
+
+
+def read_master_key(path: Path) -> bytes:
+    try:
+        return base64.b64decode(path.read_text().strip(), validate=True)
+    except ValueError:
+        raise VaultError(f"{path} is not a FlowGate master-key file") from None
+
+
+def write_master_key(path: Path, vault: Vault) -> None:
+    """Save the unlocked vault's derived key (base64, mode 0600) for unattended starts."""
+    write_private(path, base64.b64encode(vault.master_key()) + b"\n")
 
 
 class NoCredential(Exception):
@@ -41,7 +54,7 @@ def unlock_vault(vault: Vault, master_key_path: Path | None) -> str | None:
         if password := os.environ.get(PASSWORD_ENV):
             vault.unlock(password)
         elif master_key_path is not None and master_key_path.exists():
-            vault.unlock_with_key(master_key_path.read_bytes().strip())
+            vault.unlock_with_key(read_master_key(master_key_path))
         elif preset_master_key is not None:
             vault.unlock_with_key(preset_master_key)
         else:
