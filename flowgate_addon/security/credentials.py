@@ -64,7 +64,7 @@ def unlock_vault(vault: Vault, master_key_path: Path | None) -> str | None:
                 "asked for the master password"
             )
     except VaultError as exc:
-        log.error("FlowGate vault: %s", exc)
+        log.warning("FlowGate vault: %s", exc)  # an error here would stop mitmdump
         return f"the vault ({vault.path}) could not be unlocked: {exc}"
     log.info("FlowGate vault unlocked (%s)", vault.path)
     return None
