@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from flowgate_addon import __version__, cli_vault, trust
+from flowgate_addon import __version__, cli_tokens, cli_vault, trust
 from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import CONFIG_ENV, Settings, config_path
 from flowgate_addon.providers import ProviderRegistry
@@ -227,6 +227,7 @@ def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
 cli.add_command(cli_vault.add_key)
 cli.add_command(cli_vault.keys)
 cli.add_command(cli_vault.vault)
+cli.add_command(cli_tokens.tokens)
 
 if __name__ == "__main__":
     cli()

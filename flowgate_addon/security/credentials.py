@@ -91,7 +91,9 @@ class Credentials:
             value = headers.get(name)
             if value is None:
                 continue
-            if value.removeprefix("Bearer ").strip().startswith(CALLER_TOKEN_PREFIX):
+            scheme, _, rest = value.strip().partition(" ")
+            token = rest.strip() if scheme.lower() == "bearer" else value.strip()
+            if token.startswith(CALLER_TOKEN_PREFIX):
                 del headers[name]
             else:
                 presented = True

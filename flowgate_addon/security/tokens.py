@@ -97,6 +97,25 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _use_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Put the file in WAL mode (once: the mode sticks to the file).
+
+    Switching needs the file to itself and SQLite reports "database is locked" at
+    once, without waiting, if another process has it open just then (two processes
+    opening a new file together), so retry for a few seconds.
+    """
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
+            error: Exception = sqlite3.OperationalError("cannot switch to WAL mode")
+        except sqlite3.OperationalError as exc:
+            error = exc
+        if attempt == attempts - 1:
+            raise error
+        time.sleep(0.1)
+
+
 def check_name(name: str) -> None:
     """Raise ValueError, with a message for humans, unless `name` can name a token."""
     if not NAME_RE.fullmatch(name):
@@ -140,6 +159,7 @@ class CheckResult:
 
 
 UNKNOWN = CheckResult(TokenState.UNKNOWN)
+_FOREVER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -168,6 +188,7 @@ class TokenStore:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._by_hash: dict[str, _Entry] = {}
+        self._active_until: datetime | None = None
         self._data_version: int | None = None
         self._file_id: tuple[int, int] | None = None
         self._next_file_check = 0.0
@@ -198,7 +219,7 @@ class TokenStore:
         try:
             # WAL: readers (the gateway) never wait for a writer (the CLI), and
             # `PRAGMA data_version` costs ~2 µs instead of ~5 µs with a rollback journal.
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             db = sqlite_utils.Database(conn)
             if migrations.pending(db):
                 # BEGIN IMMEDIATE: two processes opening a new file at once must not
@@ -264,9 +285,10 @@ class TokenStore:
         """Is any token active (neither revoked nor expired)? Without one, FlowGate is open."""
         with self._lock:
             self._refresh()
-            entries = list(self._by_hash.values())
-        now = self._now()
-        return any(not e.revoked and (e.expires is None or now < e.expires) for e in entries)
+            active_until = self._active_until
+        if active_until is None:
+            return False
+        return active_until is _FOREVER or self._now() < active_until
 
     def _refresh(self) -> None:
         """Reload the table if another connection committed since the last look.
@@ -297,6 +319,9 @@ class TokenStore:
             )
             for row in rows
         }
+        # When the last unrevoked token expires, so `has_tokens` need not scan.
+        unrevoked = [e.expires or _FOREVER for e in self._by_hash.values() if not e.revoked]
+        self._active_until = max(unrevoked, default=None)
         self._data_version = version
 
     def _reopen_if_replaced(self) -> None:
