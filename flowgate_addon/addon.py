@@ -14,7 +14,7 @@ import logging
 import time
 
 from mitmproxy import connection, ctx, exceptions, http, tls
-from mitmproxy.proxy.mode_specs import RegularMode, ReverseMode
+from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
 
 from flowgate_addon.config import ConfigError, Settings, load_settings
 from flowgate_addon.errors import error_response
@@ -22,7 +22,9 @@ from flowgate_addon.gateway import Gateway
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.record import CallRecord, to_row
+from flowgate_addon.security.access import Access, Refused, is_loopback
 from flowgate_addon.security.credentials import Credentials, unlock_vault
+from flowgate_addon.security.tokens import TokenStore, default_tokens_path
 from flowgate_addon.security.vault import Vault
 from flowgate_addon.store import LogWriter
 from flowgate_addon.streaming import StreamTap
@@ -36,6 +38,7 @@ class FlowGate:
         self.settings: Settings | None = None
         self.gateway: Gateway | None = None
         self.writer: LogWriter | None = None
+        self.access: Access | None = None
         self._allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     def load(self, loader) -> None:
@@ -72,10 +75,17 @@ class FlowGate:
         if self.writer is not None:
             self.writer.stop()
         self.settings, self.writer = settings, writer
+        listen_hosts = [
+            ProxyMode.parse(spec).listen_host(ctx.options.listen_host) for spec in ctx.options.mode
+        ]
+        access = Access(TokenStore(default_tokens_path()), not all(map(is_loopback, listen_hosts)))
+        if problem := access.open_mode_problem(listen_hosts):
+            raise exceptions.OptionsError(problem)
         vault = Vault(settings.security.vault_path)
         locked = unlock_vault(vault, settings.security.master_key_path)
         credentials = Credentials(vault, settings.security.allow_client_keys, locked)
         self.gateway = Gateway(settings, registry, prices, credentials)
+        self.access = access
         self._allowlist = [
             ipaddress.ip_network(n, strict=False) for n in settings.security.ip_allowlist
         ]
@@ -100,12 +110,33 @@ class FlowGate:
                 "ip_not_allowed",
             )
             return
-        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
-            record = self.gateway.gateway_request(flow)
-        else:
-            record = self.gateway.proxy_request(flow)
+        gateway = isinstance(flow.client_conn.proxy_mode, ReverseMode)
+        try:
+            caller = self.access.caller(
+                flow.request.headers, None if gateway else flow.client_conn.id
+            )
+        except Refused as refused:
+            # Plain-HTTP proxy clients are asked for proxy credentials; others get a 401.
+            flow.response = refused.response(proxy=not gateway and not flow.client_conn.tls)
+            return
+        handle = self.gateway.gateway_request if gateway else self.gateway.proxy_request
+        record = handle(flow)
         if record is not None:
+            record.caller = caller.name if caller else None
             flow.metadata[METADATA_KEY] = record
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        """Forward proxy: check proxy authentication before opening a tunnel."""
+        if self.gateway is None:
+            return
+        try:
+            self.access.caller(flow.request.headers, flow.client_conn.id)
+        except Refused as refused:
+            flow.response = refused.response(proxy=True)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        if self.gateway is not None:
+            self.access.forget(client.id)
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """Forward proxy: open TLS only to LLM API hosts; tunnel everything else untouched."""

@@ -18,6 +18,8 @@ from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import CONFIG_ENV, Settings, config_path
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.security import credentials
+from flowgate_addon.security.access import Access, is_loopback
+from flowgate_addon.security.tokens import TokenStore, default_tokens_path
 from flowgate_addon.security.vault import Vault, VaultError, WrongPassword
 from flowgate_addon.store import open_db
 
@@ -56,6 +58,11 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
     for key, value in server.items():
         if value is not None:
             setattr(settings.server, key, value)
+    host = settings.server.host
+    tokens = TokenStore(default_tokens_path())
+    if problem := Access(tokens, not is_loopback(host)).open_mode_problem([host]):
+        raise click.ClickException(problem)
+    tokens.close()
     _unlock_on_terminal(settings)
     try:
         open_db(settings.database.path).conn.close()

@@ -49,6 +49,7 @@ class CallRecord:
     local: bool = False  # answered by FlowGate itself (models list, its own errors)
     api: str = "openai"  # wire format, a key of flowgate_addon.apis.FORMATS
     sse: bool = False  # the response was an event stream
+    caller: str | None = None  # the caller token's name
 
 
 def iso(ts: float) -> str:
@@ -111,7 +112,7 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
         "tier": None,
         "score": None,
         "strategy": record.strategy,
-        "caller": None,
+        "caller": record.caller,
         "session": record.session,
         "agent": record.agent,
         "end_user": record.end_user,

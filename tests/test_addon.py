@@ -32,7 +32,7 @@ def config(tmp_path):
 def addon(config):
     gate = FlowGate()
     with taddons.context(gate) as tctx:
-        tctx.configure(gate, flowgate_config=str(config))
+        tctx.configure(gate, flowgate_config=str(config), listen_host="127.0.0.1")
         yield gate
     gate.done()
 
@@ -173,8 +173,10 @@ def test_bad_config_is_an_options_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("server:\n  port: nope\n")
     gate = FlowGate()
-    with taddons.context(gate) as tctx, pytest.raises(exceptions.OptionsError) as info:
-        tctx.configure(gate, flowgate_config=str(bad))
+    with taddons.context(gate) as tctx:
+        tctx.configure(gate, listen_host="127.0.0.1")
+        with pytest.raises(exceptions.OptionsError) as info:
+            tctx.configure(gate, flowgate_config=str(bad))
     assert "line 2: server.port" in str(info.value)
 
 
