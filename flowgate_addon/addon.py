@@ -24,6 +24,7 @@ from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.record import CallRecord, to_row
 from flowgate_addon.security.access import Access, Refused, is_loopback
 from flowgate_addon.security.credentials import Credentials, unlock_vault
+from flowgate_addon.security.redact import Redactor
 from flowgate_addon.security.tokens import TokenStore, default_tokens_path
 from flowgate_addon.security.vault import Vault
 from flowgate_addon.store import LogWriter
@@ -59,9 +60,13 @@ class FlowGate:
         logging.getLogger("flowgate").setLevel(settings.logging.level.upper())
         prices = PriceBook(settings.pricing)
         registry = ProviderRegistry.from_config(settings.providers)
+        redactor = Redactor(
+            settings.logging.redact_patterns,
+            secrets=[p.api_key for p in registry.providers.values() if p.api_key],
+        )
         writer = LogWriter(
             settings.database.path,
-            functools.partial(to_row, prices=prices, log=settings.logging),
+            functools.partial(to_row, prices=prices, log=settings.logging, redact=redactor.redact),
             batch_size=settings.database.batch_size,
             flush_interval=settings.database.flush_interval_ms / 1000,
             max_backlog=settings.database.max_backlog,
@@ -83,7 +88,9 @@ class FlowGate:
             raise exceptions.OptionsError(problem)
         vault = Vault(settings.security.vault_path)
         locked = unlock_vault(vault, settings.security.master_key_path)
-        credentials = Credentials(vault, settings.security.allow_client_keys, locked)
+        credentials = Credentials(
+            vault, settings.security.allow_client_keys, locked, redactor.add_secret
+        )
         self.gateway = Gateway(settings, registry, prices, credentials)
         self.access = access
         self._allowlist = [

@@ -76,6 +76,17 @@ class LoggingSettings(_Section):
     store_responses: bool = True
     max_text_chars: int = Field(200_000, ge=0)
     level: Literal["debug", "info", "warning", "error"] = "info"
+    redact_patterns: list[str] = []
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
+        return values
 
 
 class SecuritySettings(_Section):

@@ -8,6 +8,7 @@ pricing, text extraction — happens in `to_row`, on the writer thread.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
@@ -56,8 +57,13 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[str, Any]:
-    """Build the `requests` row: usage, cost, latency, readable texts."""
+def to_row(
+    record: CallRecord,
+    prices: PriceBook,
+    log: LoggingSettings,
+    redact: Callable[[str | None], str | None],
+) -> dict[str, Any]:
+    """Build the `requests` row: usage, cost, latency, and readable texts with secrets removed."""
     from flowgate_addon import tokencount
 
     fmt = wire_format(record.api)
@@ -97,7 +103,7 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
         "routed_model": record.routed_model,
         "provider": record.provider,
         "status": record.status,
-        "error": _clip(error, 2000),
+        "error": redact(_clip(error, 2000)),
         "stream": int(record.stream),
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -117,10 +123,10 @@ def to_row(record: CallRecord, prices: PriceBook, log: LoggingSettings) -> dict[
         "agent": record.agent,
         "end_user": record.end_user,
         "client_ip": record.client_ip,
-        "prompt": _clip(fmt.prompt_text(body), log.max_text_chars)
+        "prompt": redact(_clip(fmt.prompt_text(body), log.max_text_chars))
         if log.store_prompts and body
         else None,
-        "response": _clip(reply.text, log.max_text_chars) if log.store_responses else None,
+        "response": redact(_clip(reply.text, log.max_text_chars)) if log.store_responses else None,
     }
 
 

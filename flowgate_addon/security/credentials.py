@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import http
@@ -71,10 +72,18 @@ def unlock_vault(vault: Vault, master_key_path: Path | None) -> str | None:
 
 
 class Credentials:
-    def __init__(self, vault: Vault, allow_client_keys: bool, locked_reason: str | None):
+    def __init__(
+        self,
+        vault: Vault,
+        allow_client_keys: bool,
+        locked_reason: str | None,
+        learn_secret: Callable[[str], None] = lambda _: None,
+    ):
         self.vault = vault
         self.allow_client_keys = allow_client_keys
         self.locked_reason = locked_reason
+        self._learn_secret = learn_secret  # so the log redacts every key FlowGate used
+        self._learned: set[str] = set()
 
     def apply(self, request: http.Request, provider: Provider) -> None:
         """Put the right credential on an upstream request, or raise NoCredential."""
@@ -105,9 +114,13 @@ class Credentials:
         if not self.vault.unlocked:
             return None
         try:
-            return self.vault.get(provider.name)
+            secret = self.vault.get(provider.name)
         except VaultError as exc:
             raise NoCredential(str(exc)) from None
+        if secret and secret not in self._learned:  # also a key replaced while running
+            self._learn_secret(secret)
+            self._learned.add(secret)
+        return secret
 
     def _why(self, provider: Provider, presented: bool) -> str:
         if self.locked_reason and self.vault.has_key(provider.name):
