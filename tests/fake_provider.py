@@ -34,7 +34,10 @@ COMPLETION_TOKENS = 7
 EMBEDDING_TOKENS = 8
 
 
-def reply_pieces(model: str) -> list[str]:
+def reply_pieces(model: str, body: dict[str, Any] | None = None) -> list[str]:
+    """The reply, in stream pieces; model `echo` repeats the last message back."""
+    if model == "echo" and body and body.get("messages"):
+        return [str(body["messages"][-1].get("content", ""))]
     return ["Hello", " from", f" {model}", "!"]
 
 
@@ -80,7 +83,7 @@ def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": "".join(reply_pieces(model)),
+                    "content": "".join(reply_pieces(model, body)),
                     "refusal": None,
                 },
                 "logprobs": None,
@@ -117,7 +120,7 @@ def chat_stream_events(body: dict[str, Any]) -> list[bytes]:
         return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]
 
     events = [chunk(delta({"role": "assistant", "content": "", "refusal": None}))]
-    events += [chunk(delta({"content": piece})) for piece in reply_pieces(model)]
+    events += [chunk(delta({"content": piece})) for piece in reply_pieces(model, body)]
     events.append(chunk(delta({}, "stop")))
     if include_usage:
         events.append(chunk([], usage_for(body), last=True))
