@@ -180,8 +180,8 @@ def start_flowgate(
         if process.poll() is not None:
             raise AssertionError(f"FlowGate exited early:\n{running.output()}")
         try:
-            # 401: up, and asking for a caller token.
-            if httpx.get(f"{running.base_url}/models", timeout=1).status_code in (200, 401):
+            # 401 and 403: up, and asking for a caller token / refusing this address.
+            if httpx.get(f"{running.base_url}/models", timeout=1).status_code in (200, 401, 403):
                 return running
         except httpx.HTTPError:
             pass

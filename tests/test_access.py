@@ -162,3 +162,20 @@ def test_public_bind_with_a_token_starts_and_requires_it(tmp_path, fake_provider
         assert ask(running, token).choices
     finally:
         assert running.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("allowlist", "allowed"), [(["127.0.0.0/8"], True), (["10.0.0.0/8"], False)]
+)
+def test_ip_allowlist_hit_and_miss(tmp_path, fake_provider, allowlist, allowed):
+    config = write_config(tmp_path, fake_provider, {"security": {"ip_allowlist": allowlist}})
+    running = start_flowgate(tmp_path, config)
+    try:
+        if allowed:
+            assert ask(running, "sk-own").choices
+        else:
+            with pytest.raises(openai.PermissionDeniedError) as info:
+                ask(running, "sk-own")
+            assert info.value.body["code"] == "ip_not_allowed"
+    finally:
+        assert running.stop() == 0

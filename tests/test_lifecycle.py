@@ -180,6 +180,9 @@ def test_ui_serves_the_log_database(tmp_path, fake_provider):
                 time.sleep(0.2)
         assert response.status_code == 200
         assert any(r["endpoint"] == "chat.completions" for r in response.json())
+        # Only the log database is served: never the vault or the token hashes.
+        databases = httpx.get(f"http://127.0.0.1:{ui_port}/-/databases.json").json()
+        assert [d["name"] for d in databases] == ["flowgate"]
     finally:
         assert running.stop() == 0
 
