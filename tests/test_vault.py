@@ -267,3 +267,55 @@ def test_vault_file_is_outside_the_database_datasette_serves(tmp_path):
     settings = load_settings()
     assert settings.security.vault_path.parent == settings.database.path.parent
     assert settings.security.vault_path != settings.database.path
+
+
+def test_start_asks_for_the_master_password_on_a_terminal(tmp_path, fake_provider):
+    """`flowgate start` in a terminal, with nothing else to unlock the vault, asks for it."""
+    import pty
+
+    import httpx
+    import yaml
+
+    make_vault(tmp_path)
+    config = write_config(tmp_path, fake_provider, {"security": {"vault_path": "vault.json"}})
+    port = yaml.safe_load(config.read_text())["server"]["port"]
+    controller, terminal = pty.openpty()
+    log = (tmp_path / "start.log").open("w")
+    process = subprocess.Popen(
+        [FLOWGATE, "start", "--config", str(config), "--no-ui"],
+        stdin=terminal,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FLOWGATE_HOME": str(tmp_path / "home"),
+            "FAKE_LOCAL_KEY": "x",
+        },
+    )
+    os.close(terminal)
+    try:
+        deadline = time.monotonic() + 30
+        while "master password" not in (tmp_path / "start.log").read_text():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        os.write(controller, b"s3cret\n")
+        while True:
+            assert process.poll() is None, (tmp_path / "start.log").read_text()
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        gate = type("Gate", (), {"base_url": f"http://127.0.0.1:{port}/v1"})
+        assert chat(gate, api_key="dummy").choices
+        assert fake_provider.last("/v1/chat/completions").headers["authorization"] == (
+            f"Bearer {SECRET}"
+        )
+    finally:
+        process.terminate()
+        process.wait(30)
+        os.close(controller)
+        log.close()
+    assert "s3cret" not in (tmp_path / "start.log").read_text()
