@@ -83,9 +83,11 @@ class LoggingSettings(_Section):
     def _patterns(cls, values: list[str]) -> list[str]:
         for value in values:
             try:
-                re.compile(value)
+                pattern = re.compile(value)
             except re.error as exc:
                 raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
+            if pattern.search(""):
+                raise ValueError(f"{value!r} matches empty text, so it would match everywhere")
         return values
 
 

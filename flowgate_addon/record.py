@@ -63,7 +63,10 @@ def to_row(
     log: LoggingSettings,
     redact: Callable[[str | None], str | None],
 ) -> dict[str, Any]:
-    """Build the `requests` row: usage, cost, latency, and readable texts with secrets removed."""
+    """Build the `requests` row: usage, cost, latency, and readable texts with secrets removed.
+
+    Texts are redacted before they are clipped, so a cut never leaves half a key behind.
+    """
     from flowgate_addon import tokencount
 
     fmt = wire_format(record.api)
@@ -103,7 +106,7 @@ def to_row(
         "routed_model": record.routed_model,
         "provider": record.provider,
         "status": record.status,
-        "error": redact(_clip(error, 2000)),
+        "error": _clip(redact(error), 2000),
         "stream": int(record.stream),
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -123,10 +126,10 @@ def to_row(
         "agent": record.agent,
         "end_user": record.end_user,
         "client_ip": record.client_ip,
-        "prompt": redact(_clip(fmt.prompt_text(body), log.max_text_chars))
+        "prompt": _clip(redact(fmt.prompt_text(body)), log.max_text_chars)
         if log.store_prompts and body
         else None,
-        "response": redact(_clip(reply.text, log.max_text_chars)) if log.store_responses else None,
+        "response": _clip(redact(reply.text), log.max_text_chars) if log.store_responses else None,
     }
 
 

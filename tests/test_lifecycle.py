@@ -135,6 +135,8 @@ def test_bad_config_stops_start_with_key_and_line(tmp_path):
         ("logging:\n  store_prompts: maybe\n", "line 2: logging.store_prompts"),
         ("providers:\n  mine:\n    models: [m]\n", "providers.mine.base_url: a custom provider"),
         ("security:\n  ip_allowlist: [10.0.0.300]\n", "security.ip_allowlist"),
+        ("logging:\n  redact_patterns: ['(unclosed']\n", "line 2: logging.redact_patterns"),
+        ("logging:\n  redact_patterns: ['x*']\n", "matches empty text"),
     ]
     for text, expected in cases:
         result = start_with(tmp_path, text)

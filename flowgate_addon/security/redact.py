@@ -53,12 +53,23 @@ _NOT_REDACTED = r"(?!\[(?i:redacted):)"
 _SEPARATOR = r"""\\?["']?[ \t]*(?::=|=>|[:=])[ \t]*"""
 # A quoted value: anything up to the closing quote (or an escaped one).
 _QUOTED = r"""[^"'\\\r\n]+"""
-# An unquoted value must look like a credential, not an identifier or attribute
-# (`api_key = api_key`, `password=self.password`, `password: str`): six or more
-# characters, starting with a letter or digit, holding a digit or one of ~+/=!@#%*^-.
-_UNQUOTED = r"(?=[A-Za-z0-9_.]*[0-9~+/=!@#%*^-])[A-Za-z0-9][A-Za-z0-9_.~+/=!@#%*^-]{5,}"
+# An unquoted value must look like a credential, not a word, an identifier or an
+# attribute (`api_key = api_key`, `password=self.s3_password`, `password: str`,
+# `api_key: my-key-name`): eight or more characters, starting with a letter or a
+# digit, holding a digit or one of ~+/=!@#%*^, and not a dotted or snake_case name.
+_VALUE_CHAR = r"[A-Za-z0-9_.~+/=!@#%*^-]"
+_UNQUOTED = (
+    rf"(?![A-Za-z_][A-Za-z0-9]*(?:[._][A-Za-z0-9]*)+(?!{_VALUE_CHAR}))"
+    rf"(?={_VALUE_CHAR}*[0-9~+/=!@#%*^])[A-Za-z0-9]{_VALUE_CHAR}{{7,}}"
+)
+# A whole value that is a placeholder, not a secret: `%s`, `{password}`,
+# `${PASSWORD}`, `$PASSWORD`, `<token>`.
+_PLACEHOLDER = r"""(?!(?:%\w|\{\{?[\w.]*\}\}?|\$\{?\w+\}?|<[\w .-]+>)(?:[\\"'\s,;)}\]@]|$))"""
 # After a key name: the separator, an optional quote, then the value.
-_VALUE = rf"{_SEPARATOR}(?P<quote>\\?[\"'])?){_NOT_REDACTED}(?(quote){_QUOTED}|{_UNQUOTED})"
+_VALUE = (
+    rf"{_SEPARATOR}(?P<quote>\\?[\"'])?){_NOT_REDACTED}{_PLACEHOLDER}"
+    rf"(?(quote){_QUOTED}|{_UNQUOTED})"
+)
 
 
 def _prefixed(prefix: str, tail: str) -> str:
@@ -85,7 +96,7 @@ def _key_value_kind(keep: str) -> str:
 
 
 def _authorization_kind(keep: str) -> str:
-    scheme = keep.rstrip().rsplit(None, 1)[-1].lower()
+    scheme = re.search(r"(\w*)\W*$", keep).group(1).lower()  # type: ignore[union-attr]
     return {"bearer": "bearer-token", "basic": "basic-auth"}.get(scheme, "authorization")
 
 
@@ -118,17 +129,20 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "private-key",
         r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-        # Up to the END line, or (the text was clipped) over what is left of the body.
-        r"(?:[\s\S]{0,65536}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-        r"|[A-Za-z0-9+/=\s:,.\\-]*)",
+        # The body: base64 lines, headers such as "DEK-Info: AES-128-CBC,...",
+        # "\n" escapes when in JSON. Then the END line, unless the text was cut
+        # short. Possessive, so that a body is read once, never backtracked into.
+        r"(?:[A-Za-z0-9+/=\s:,.\\]|-(?!----END))*+"
+        r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
     ),
     _Rule("jwt", _prefixed("eyJ", r"[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")),
     _Rule(
         None,
         _prefixed(
             "sk-",
-            r"(?:(?P<anthropic_key>ant-[A-Za-z0-9_-]{20,})"
-            r"|(?P<openrouter_key>or-[A-Za-z0-9_-]{20,})"
+            # At least 20 characters after "sk-", whatever the kind.
+            r"(?:(?P<anthropic_key>ant-[A-Za-z0-9_-]{16,})"
+            r"|(?P<openrouter_key>or-[A-Za-z0-9_-]{17,})"
             r"|(?P<deepseek_key>[0-9a-f]{32}(?![A-Za-z0-9_-]))"
             # sk-..., sk-proj-..., sk-svcacct-..., sk-admin-...: a long tail holding
             # an upper-case letter or a digit, so that "sk-" before hyphenated
@@ -152,7 +166,9 @@ _RULES: tuple[_Rule, ...] = (
         "url-password",
         # scheme://user:password@host: the user and the host stay. The password
         # runs to the last "@" before the path, so an unescaped "@" in it goes too.
-        rf"(?P<keep>://[^\s:/?#@\"'<>\[\]]*:){_NOT_REDACTED}[^\s/?#\"'<>]+(?=@)",
+        # A template (`{password}`, `${PASS}`, `<password>`) is not a password.
+        rf"(?P<keep>://[^\s:/?#@\"'<>\[\]]*:){_NOT_REDACTED}(?![{{<]|\$[{{\w]|%s)"
+        r"[^\s/?#\"'<>]+(?=@)",
         context=True,
     ),
     _Rule(
@@ -282,7 +298,7 @@ def _redact_builtin(text: str) -> str:
         else:
             subject = text
         for m in rule.regex.finditer(subject):
-            keep_end = m.start()
+            keep_end = m.end("keep") if rule.context else m.start()
             hits.append((m.start(), order, keep_end, m.end(), rule, m))
     if not hits:
         return text
