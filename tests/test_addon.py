@@ -206,3 +206,44 @@ def test_a_call_broken_off_is_logged_with_its_error_not_estimated(addon, config)
     addon.error(flow)
     row = logged_row(addon, config, "status, error, usage_source, prompt_tokens")
     assert row == (200, "Client disconnected.", None, None)
+
+
+def test_vault_keys_go_out_in_each_providers_header_style(tmp_path, monkeypatch):
+    from flowgate_addon.security.vault import Vault
+
+    vault = Vault(tmp_path / "vault.json")
+    vault.init("pw")
+    vault.add("anthropic", "sk-ant-vaulted-key-000000")
+    vault.add("gemini", "AIza-vaulted-key-0000000000")
+    monkeypatch.setenv("FLOWGATE_MASTER_PASSWORD", "pw")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"security: {{vault_path: {vault.path}}}\n")
+    gate = FlowGate()
+    with taddons.context(gate) as tctx:
+        tctx.configure(gate, listen_host="127.0.0.1")
+        tctx.configure(gate, flowgate_config=str(config))
+        for host, path, header, value in [
+            ("api.anthropic.com", "/v1/messages", "x-api-key", "sk-ant-vaulted-key-000000"),
+            (
+                "generativelanguage.googleapis.com",
+                "/v1beta/models/gemini-2.0-flash:generateContent",
+                "x-goog-api-key",
+                "AIza-vaulted-key-0000000000",
+            ),
+        ]:
+            flow = tflow.tflow()
+            flow.client_conn.proxy_mode = ProxyMode.parse("regular")
+            flow.request = tutils.treq(
+                method=b"POST",
+                host=host,
+                port=443,
+                scheme=b"https",
+                path=path.encode(),
+                content=b'{"model": "m", "messages": []}',
+                headers=((b"authorization", b"Bearer sk-client-dummy"),),
+            )
+            gate.request(flow)
+            assert flow.response is None
+            assert flow.request.headers[header] == value
+            assert "authorization" not in flow.request.headers  # the client's dummy is gone
+    gate.done()
