@@ -15,6 +15,7 @@ import ipaddress
 from mitmproxy import http
 
 from flowgate_addon.errors import error_response
+from flowgate_addon.security.credentials import credential_fields
 from flowgate_addon.security.tokens import Caller, TokenState, TokenStore, extract_token
 
 _REFUSALS = {
@@ -67,8 +68,9 @@ class Access:
 
     def caller(self, headers: http.Headers, connection_id: str | None = None) -> Caller | None:
         """The caller a request (or CONNECT) is from; None in open mode; Refused otherwise."""
-        token = extract_token(headers)
-        if "proxy-authorization" in headers:
+        found = credential_fields(headers)
+        token = extract_token(found)
+        if "proxy-authorization" in found:
             del headers["proxy-authorization"]  # never forwarded upstream
         if token is None and connection_id is not None:
             token = self._connections.get(connection_id)

@@ -25,6 +25,20 @@ PASSWORD_ENV = "FLOWGATE_MASTER_PASSWORD"
 # Headers that carry a provider credential in some wire format.
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 CALLER_TOKEN_PREFIX = "fgt_"
+_SCANNED = frozenset(n.encode() for n in (*CREDENTIAL_HEADERS, "proxy-authorization"))
+
+
+def credential_fields(headers: http.Headers) -> dict[str, str]:
+    """The credential headers a request carries (lower-case names), in one pass.
+
+    Cheaper than a case-insensitive lookup per header name, on every request.
+    """
+    return {
+        name.lower().decode(): value.decode("latin-1")
+        for name, value in headers.fields
+        if name.lower() in _SCANNED
+    }
+
 
 # Set by `flowgate start` after asking for the password on its terminal, for the
 # addon running in the same process.
@@ -88,17 +102,17 @@ class Credentials:
     def apply(self, request: http.Request, provider: Provider) -> None:
         """Put the right credential on an upstream request, or raise NoCredential."""
         headers = request.headers
+        found = credential_fields(headers)
         secret = provider.api_key or self._vault_key(provider)
         if secret:
-            for name in CREDENTIAL_HEADERS:
-                if name in headers:
+            for name in found:
+                if name != "proxy-authorization":
                     del headers[name]
             headers[provider.auth_header] = provider.auth_prefix + secret
             return
         presented = False
-        for name in CREDENTIAL_HEADERS:
-            value = headers.get(name)
-            if value is None:
+        for name, value in found.items():
+            if name == "proxy-authorization":
                 continue
             scheme, _, rest = value.strip().partition(" ")
             token = rest.strip() if scheme.lower() == "bearer" else value.strip()
