@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flowgate_addon.paths import data_dir, default_db_path
 from flowgate_addon.providers import BUILTIN_PROVIDERS
+from flowgate_addon.security.redact import compile_pattern
 
 CONFIG_ENV = "FLOWGATE_CONFIG"
 TIERS = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
@@ -82,12 +83,7 @@ class LoggingSettings(_Section):
     @classmethod
     def _patterns(cls, values: list[str]) -> list[str]:
         for value in values:
-            try:
-                pattern = re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"{value!r} is not a valid regular expression: {exc}") from None
-            if pattern.search(""):
-                raise ValueError(f"{value!r} matches empty text, so it would match everywhere")
+            compile_pattern(value)  # raises ValueError, naming the pattern
         return values
 
 

@@ -329,7 +329,8 @@ def _redact_builtin(text: str) -> str:
     return "".join(out)
 
 
-def _compile_extra(pattern: str) -> re.Pattern[str]:
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A user redaction pattern, compiled; ValueError if it is bad or matches empty text."""
     if not isinstance(pattern, str):
         raise ValueError(f"redact pattern {pattern!r} is not a string")
     try:
@@ -350,7 +351,7 @@ class Redactor:
     def __init__(self, extra_patterns: Iterable[str] = (), secrets: Iterable[str] = ()) -> None:
         if isinstance(extra_patterns, str):
             extra_patterns = [extra_patterns]
-        self._extra = tuple(_compile_extra(pattern) for pattern in extra_patterns)
+        self._extra = tuple(compile_pattern(pattern) for pattern in extra_patterns)
         self._lock = threading.Lock()
         # The exact secrets, longest first; their combined regex (None if there
         # are none); the kind to name per secret. Replaced whole, never changed.
