@@ -150,11 +150,6 @@ class Gateway:
     ) -> None:
         """Point the request at the provider's upstream, with the right credential."""
         request = flow.request
-        try:
-            self.credentials.apply(request, provider)
-        except NoCredential as exc:
-            self._fail(flow, record, 503, str(exc), "no_provider_key")
-            return
         # Setting host or port rewrites the Host header: skip it when nothing changes.
         if request.scheme != provider.scheme:
             request.scheme = provider.scheme
@@ -166,6 +161,10 @@ class Gateway:
         path = provider.upstream_path(api_path) + (f"?{query}" if query else "")
         if request.path != path:
             request.path = path
+        try:  # last: it may also edit the query (Gemini's ?key=)
+            self.credentials.apply(request, provider)
+        except NoCredential as exc:
+            self._fail(flow, record, 503, str(exc), "no_provider_key")
 
     def _new_record(self, flow: http.HTTPFlow, mode: str, endpoint: str) -> CallRecord:
         request = flow.request

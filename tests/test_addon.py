@@ -226,7 +226,7 @@ def test_vault_keys_go_out_in_each_providers_header_style(tmp_path, monkeypatch)
             ("api.anthropic.com", "/v1/messages", "x-api-key", "sk-ant-vaulted-key-000000"),
             (
                 "generativelanguage.googleapis.com",
-                "/v1beta/models/gemini-2.0-flash:generateContent",
+                "/v1beta/models/gemini-2.0-flash:generateContent?key=AIza-client-dummy&alt=sse",
                 "x-goog-api-key",
                 "AIza-vaulted-key-0000000000",
             ),
@@ -246,4 +246,6 @@ def test_vault_keys_go_out_in_each_providers_header_style(tmp_path, monkeypatch)
             assert flow.response is None
             assert flow.request.headers[header] == value
             assert "authorization" not in flow.request.headers  # the client's dummy is gone
+            assert "key" not in flow.request.query  # Gemini's URL key too
+    assert flow.request.query["alt"] == "sse"
     gate.done()
