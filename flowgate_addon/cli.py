@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
@@ -208,6 +209,13 @@ def mitmdump_args(settings: Settings) -> list[str]:
     return args
 
 
+def plugins_dir() -> Path:
+    """FlowGate's Datasette plugins (the `datasette_plugins` package)."""
+    spec = importlib.util.find_spec("datasette_plugins")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
     """Datasette over the log database, as a child process."""
     server = settings.server
@@ -225,6 +233,8 @@ def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
             "--setting",
             "sql_time_limit_ms",
             "3000",
+            "--plugins-dir",
+            str(plugins_dir()),
         ],
         # Ctrl-C reaches the whole process group; FlowGate stops the UI itself.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),

@@ -1,0 +1,1 @@
+"""Datasette plugins that `flowgate start` loads for its log browser (--plugins-dir)."""

@@ -1,0 +1,49 @@
+"""Datasette plugin: FlowGate's log columns shown the way people read them.
+
+Dollars as dollars (small amounts keep their significant digits), token counts with
+thousands separators, milliseconds with a unit. Only the HTML view changes; JSON
+and CSV exports keep the raw numbers.
+"""
+
+from __future__ import annotations
+
+from datasette import hookimpl
+from markupsafe import Markup, escape
+
+DOLLAR_COLUMNS = {"cost_usd", "saved_usd"}
+TOKEN_COLUMNS = {
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "total_tokens",
+}
+MS_COLUMNS = {"latency_ms", "ttft_ms"}
+
+
+def dollars(value: float) -> str:
+    """$1.23 for ordinary amounts, $0.000123 for the per-call fractions of a cent."""
+    sign = "-" if value < 0 else ""
+    amount = abs(value)
+    if amount == 0:
+        return "$0"
+    if amount >= 0.01:
+        return f"{sign}${amount:,.2f}"
+    return f"{sign}${amount:.3g}" if amount >= 1e-6 else f"{sign}${amount:.2e}"
+
+
+@hookimpl
+def render_cell(value, column, table, database, datasette):
+    if table != "requests" or value is None or isinstance(value, bool):
+        return None
+    if not isinstance(value, int | float):
+        return None
+    if column in DOLLAR_COLUMNS:
+        text = dollars(float(value))
+    elif column in TOKEN_COLUMNS:
+        text = f"{int(value):,}"
+    elif column in MS_COLUMNS:
+        text = f"{value:,.1f} ms"
+    else:
+        return None
+    return Markup(f'<span title="{escape(value)}">{escape(text)}</span>')
