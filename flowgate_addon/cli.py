@@ -65,12 +65,7 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
         raise click.ClickException(problem)
     tokens.close()
     _unlock_on_terminal(settings)
-    try:
-        open_db(settings.database.path).conn.close()
-    except (OSError, sqlite3.Error) as exc:
-        raise click.ClickException(
-            f"cannot open the log database {settings.database.path}: {exc}"
-        ) from None
+    _ensure_db(settings)
     path = config_path(config_file)
     if path is not None:
         os.environ[CONFIG_ENV] = str(path.resolve())
@@ -216,29 +211,60 @@ def plugins_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
-    """Datasette over the log database, as a child process."""
+def _ensure_db(settings: Settings) -> None:
+    """Create or migrate the log database now, so a bad path is reported before start."""
+    try:
+        open_db(settings.database.path).conn.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise click.ClickException(
+            f"cannot open the log database {settings.database.path}: {exc}"
+        ) from None
+
+
+def ui_command(settings: Settings) -> list[str]:
+    """Datasette over the log database only, with FlowGate's plugins."""
     server = settings.server
+    return [
+        sys.executable,
+        "-m",
+        "datasette",
+        "serve",
+        str(settings.database.path),
+        "--host",
+        server.host,
+        "--port",
+        str(server.ui_port),
+        "--setting",
+        "sql_time_limit_ms",
+        "3000",
+        "--plugins-dir",
+        str(plugins_dir()),
+    ]
+
+
+def _start_ui(settings: Settings) -> subprocess.Popen[bytes]:
+    """The UI as a child process of `flowgate start`."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "datasette",
-            "serve",
-            str(settings.database.path),
-            "--host",
-            server.host,
-            "--port",
-            str(server.ui_port),
-            "--setting",
-            "sql_time_limit_ms",
-            "3000",
-            "--plugins-dir",
-            str(plugins_dir()),
-        ],
+        ui_command(settings),
         # Ctrl-C reaches the whole process group; FlowGate stops the UI itself.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
+
+
+@cli.command()
+@config_option
+@click.option("--host", help="Address to bind (server.host).")
+@click.option("--ui-port", type=click.IntRange(1, 65535), help="Port (server.ui_port).")
+def ui(config_file: Path | None, host: str | None, ui_port: int | None) -> None:
+    """Serve the log browser alone (Datasette over the log database), until Ctrl-C."""
+    settings = load(config_file)
+    settings.server.host = host or settings.server.host
+    settings.server.ui_port = ui_port or settings.server.ui_port
+    _ensure_db(settings)
+    click.echo(
+        f"FlowGate log browser: http://{settings.server.host}:{settings.server.ui_port}/", err=True
+    )
+    os.execv(sys.executable, ui_command(settings))
 
 
 cli.add_command(cli_vault.add_key)

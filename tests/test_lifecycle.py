@@ -195,3 +195,38 @@ def test_unusable_database_path_is_reported(tmp_path):
     assert result.returncode != 0
     assert "cannot open the log database" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_ui_command_serves_the_log_browser_alone(tmp_path, fake_provider):
+    import yaml
+
+    config = write_config(tmp_path, fake_provider)
+    ui_port = yaml.safe_load(config.read_text())["server"]["ui_port"]
+    process = subprocess.Popen(
+        [FLOWGATE, "ui", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "FLOWGATE_HOME": str(tmp_path / "home"),
+            "FAKE_LOCAL_KEY": "x",
+        },
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None
+            try:
+                databases = httpx.get(f"http://127.0.0.1:{ui_port}/-/databases.json").json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert [d["name"] for d in databases] == ["flowgate"]
+        plugins = httpx.get(f"http://127.0.0.1:{ui_port}/-/plugins.json").json()
+        assert "flowgate_cells.py" in [p["name"] for p in plugins]
+        table = httpx.get(f"http://127.0.0.1:{ui_port}/flowgate/requests.json").json()
+        assert table["rows"] == []  # created and migrated, nothing logged yet
+    finally:
+        process.terminate()
+        process.wait(30)
