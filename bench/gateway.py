@@ -445,18 +445,22 @@ def wrk_command(
     ]
 
 
-def run_wrk(tools: Tools, url: str, connections: int, duration_s: float, script: Path) -> str:
-    """Run wrk and return its stdout, exiting on failure."""
-    cmd = wrk_command(tools, url, connections, duration_s, script)
+def run_load(cmd: list[str], duration_s: float, name: str) -> str:
+    """Run a load generator for about `duration_s` and return its stdout, exiting on failure."""
     try:
         done = subprocess.run(
             cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False
         )
     except subprocess.TimeoutExpired:
-        sys.exit(f"error: wrk did not finish: {' '.join(cmd)}")
+        sys.exit(f"error: {name} did not finish: {' '.join(cmd)}")
     if done.returncode != 0:
-        sys.exit(f"error: wrk failed ({done.returncode}): {done.stderr.strip()}")
+        sys.exit(f"error: {name} failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
+
+
+def run_wrk(tools: Tools, url: str, connections: int, duration_s: float, script: Path) -> str:
+    """Run wrk and return its stdout, exiting on failure."""
+    return run_load(wrk_command(tools, url, connections, duration_s, script), duration_s, "wrk")
 
 
 def run_wrk_until_done(cmd: list[str], threads: int, timeout_s: float) -> str:

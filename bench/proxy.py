@@ -25,7 +25,6 @@ import os
 import re
 import sqlite3
 import ssl
-import subprocess
 import sys
 import urllib.request
 from contextlib import ExitStack
@@ -187,15 +186,7 @@ def hey_command(tools: Tools, target: Target, connections: int, duration_s: floa
 
 def run_hey(cmd: list[str], duration_s: float) -> str:
     """Run hey and return its stdout, exiting on failure."""
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False
-        )
-    except subprocess.TimeoutExpired:
-        sys.exit(f"error: hey did not finish: {' '.join(cmd)}")
-    if done.returncode != 0:
-        sys.exit(f"error: hey failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
+    return gw.run_load(cmd, duration_s, "hey")
 
 
 def parse_hey(output: str) -> gw.WrkResult:
