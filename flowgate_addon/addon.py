@@ -171,8 +171,7 @@ class FlowGate:
         assert response is not None
         record.status = response.status_code
         if not record.chunks:
-            record.response_body = response.raw_content
-            record.content_encoding = response.headers.get("content-encoding")
+            record.keep_response(response)
             record.t_first = record.t_first or response.timestamp_start
         record.t_end = record.t_end or response.timestamp_end or time.time()
         self.writer.submit(record)
@@ -188,9 +187,8 @@ class FlowGate:
         else:  # the response was under way when the client or upstream broke off
             record.status = flow.response.status_code
             record.error = message
-            if not record.chunks and flow.response.raw_content:
-                record.response_body = flow.response.raw_content
-                record.content_encoding = flow.response.headers.get("content-encoding")
+            if not record.chunks:
+                record.keep_response(flow.response)
         record.t_end = time.time()
         self.writer.submit(record)
 

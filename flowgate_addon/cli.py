@@ -174,11 +174,8 @@ def mitmdump_args(settings: Settings) -> list[str]:
     """Arguments for one mitmproxy process running both FlowGate listeners."""
     server = settings.server
     registry = ProviderRegistry.from_config(settings.providers)
-    target = (
-        registry.default.base_url.split("://", 1)[0]
-        + "://"
-        + (f"{registry.default.host}:{registry.default.port}")
-    )
+    upstream = registry.default.upstream
+    target = f"{upstream.scheme}://{upstream.host}:{upstream.port}"
     confdir = trust.ca_dir()
     args = [
         "--mode",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -12,6 +14,15 @@ from flowgate_addon.config import Settings
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.security.credentials import PASSWORD_ENV, read_master_key, write_master_key
 from flowgate_addon.security.vault import Vault, VaultError
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Vault problems become one-line command errors, never tracebacks."""
+    try:
+        yield
+    except VaultError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _password(prompt: str, confirm: bool = False) -> str:
@@ -28,22 +39,18 @@ def _open(settings: Settings) -> Vault:
             f"no vault at {vault.path}: create one with `flowgate vault init`"
         )
     key_file = settings.security.master_key_path
-    try:
+    with reported():
         if key_file is not None and key_file.exists() and not os.environ.get(PASSWORD_ENV):
             vault.unlock_with_key(read_master_key(key_file))
         else:
             vault.unlock(_password("Master password"))
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
     return vault
 
 
 def _init(settings: Settings) -> Vault:
     vault = Vault(settings.security.vault_path)
-    try:
+    with reported():
         vault.init(_password("New master password", confirm=True))
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
     if settings.security.master_key_path:
         write_master_key(settings.security.master_key_path, vault)
     click.echo(f"Created the vault {vault.path}", err=True)
@@ -75,10 +82,8 @@ def add_key(provider: str, env_var: str | None, config_file: Path | None) -> Non
     else:
         secret = click.prompt(f"API key for {provider}", hide_input=True)
     vault = _open(settings) if Vault(settings.security.vault_path).exists else _init(settings)
-    try:
+    with reported():
         info = vault.add(provider, secret)
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(f"Stored the key for {provider} ({info.fingerprint}) in {vault.path}")
 
 
@@ -95,10 +100,8 @@ def keys_list(config_file: Path | None) -> None:
     if not vault.exists:
         click.echo("No vault yet: add a key with `flowgate add-key PROVIDER`.")
         return
-    try:
+    with reported():
         entries = vault.list()
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
     if not entries:
         click.echo("The vault holds no keys.")
     for entry in entries:
@@ -111,10 +114,8 @@ def keys_list(config_file: Path | None) -> None:
 def keys_remove(provider: str, config_file: Path | None) -> None:
     """Delete PROVIDER's key from the vault."""
     vault = Vault(load(config_file).security.vault_path)
-    try:
+    with reported():
         removed = vault.exists and vault.remove(provider)
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
     if not removed:
         raise click.ClickException(f"the vault holds no key for {provider}")
     click.echo(f"Removed the key for {provider}")
@@ -142,10 +143,8 @@ def vault_change_password(config_file: Path | None) -> None:
     new = os.environ.get("FLOWGATE_NEW_MASTER_PASSWORD") or click.prompt(
         "New master password", hide_input=True, confirmation_prompt=True
     )
-    try:
+    with reported():
         store.change_password(old, new)
-    except VaultError as exc:
-        raise click.ClickException(str(exc)) from None
     if settings.security.master_key_path:
         write_master_key(settings.security.master_key_path, store)
     click.echo(f"Re-encrypted {len(store.list())} keys in {store.path} under the new password")

@@ -149,16 +149,16 @@ class Gateway:
         query: str,
     ) -> None:
         """Point the request at the provider's upstream, with the right credential."""
-        request = flow.request
+        request, upstream = flow.request, provider.upstream
         # Setting host or port rewrites the Host header: skip it when nothing changes.
-        if request.scheme != provider.scheme:
-            request.scheme = provider.scheme
-        if request.host != provider.host:
-            request.host = provider.host
-        if request.port != provider.port:
-            request.port = provider.port
-        record.host = provider.host
-        path = provider.upstream_path(api_path) + (f"?{query}" if query else "")
+        if request.scheme != upstream.scheme:
+            request.scheme = upstream.scheme
+        if request.host != upstream.host:
+            request.host = upstream.host
+        if request.port != upstream.port:
+            request.port = upstream.port
+        record.host = upstream.host
+        path = upstream.path + api_path + (f"?{query}" if query else "")
         if request.path != path:
             request.path = path
         try:  # last: it may also edit the query (Gemini's ?key=)

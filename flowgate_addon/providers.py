@@ -32,6 +32,7 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
         "api": "gemini",
         "auth_header": "x-goog-api-key",
         "auth_prefix": "",
+        "auth_query": "key",
         "price_provider": "gemini",
     },
 }
@@ -82,6 +83,7 @@ class Provider:
     price_provider: str | None = None
     auth_header: str = "authorization"
     auth_prefix: str = "Bearer "
+    auth_query: str | None = None  # a URL parameter that may also carry the key (Gemini's ?key=)
 
     @cached_property
     def upstream(self) -> Address:
@@ -90,27 +92,6 @@ class Provider:
     @cached_property
     def public(self) -> Address:
         return Address(self.public_url or self.base_url)
-
-    # Shorthands for the forwarding address.
-    @property
-    def scheme(self) -> str:
-        return self.upstream.scheme
-
-    @property
-    def host(self) -> str:
-        return self.upstream.host
-
-    @property
-    def port(self) -> int:
-        return self.upstream.port
-
-    @property
-    def base_path(self) -> str:
-        return self.upstream.path
-
-    def upstream_path(self, api_path: str) -> str:
-        """`/chat/completions` -> the provider's full path, e.g. `/v1/chat/completions`."""
-        return self.upstream.path + api_path
 
 
 class ProviderRegistry:

@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
+from mitmproxy.http import Headers, Response
+from mitmproxy.net import encoding
+
 from flowgate_addon.apis import wire_format
 from flowgate_addon.apis.common import Reply, Usage
 from flowgate_addon.config import LoggingSettings
@@ -42,7 +45,7 @@ class CallRecord:
     request_body: bytes | None = None
     status: int | None = None
     response_body: bytes | None = None
-    content_encoding: str | None = None
+    response_headers: Headers | None = None  # read on the writer thread, not the loop
     chunks: list[bytes] = field(default_factory=list)
     t_first: float | None = None
     t_end: float | None = None
@@ -51,6 +54,11 @@ class CallRecord:
     api: str = "openai"  # wire format, a key of flowgate_addon.apis.FORMATS
     sse: bool = False  # the response was an event stream
     caller: str | None = None  # the caller token's name
+
+    def keep_response(self, response: Response) -> None:
+        """Keep a buffered response body (still encoded) for the writer thread."""
+        self.response_body = response.raw_content
+        self.response_headers = response.headers
 
 
 def iso(ts: float) -> str:
@@ -143,11 +151,12 @@ def _read_reply(record: CallRecord, fmt: ModuleType) -> Reply:
         return fmt.read_json_response(b"".join(record.chunks))
     if record.response_body:
         body = record.response_body
-        if record.content_encoding:
-            from mitmproxy.net import encoding
-
+        content_encoding = record.response_headers and record.response_headers.get(
+            "content-encoding"
+        )
+        if content_encoding:
             try:
-                body = encoding.decode(body, record.content_encoding)
+                body = encoding.decode(body, content_encoding)
             except ValueError:
                 return Reply(error="response body could not be decoded")
         return fmt.read_json_response(body)

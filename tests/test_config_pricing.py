@@ -136,6 +136,6 @@ def test_providers_sharing_a_host_are_told_apart_by_base_path(tmp_path):
     assert registry.for_address("h", 2, "/v1/chat/completions") is None
     # The public address still identifies the overridden built-in.
     found = registry.for_address("api.openai.com", 443, "/v1/embeddings")
-    assert found and found[0].name == "openai" and found[0].host == "h"
+    assert found and found[0].name == "openai" and found[0].upstream.host == "h"
     assert registry.intercepts("api.anthropic.com") and registry.intercepts("h")
     assert not registry.intercepts("example.com")

@@ -104,14 +104,13 @@ class Credentials:
         headers = request.headers
         found = credential_fields(headers)
         secret = provider.api_key or self._vault_key(provider)
-        # Gemini also takes its key as `?key=` in the URL.
-        query_key = provider.api == "gemini" and "key" in request.query
+        query_key = provider.auth_query is not None and provider.auth_query in request.query
         if secret:
             for name in found:
                 if name != "proxy-authorization":
                     del headers[name]
             if query_key:
-                del request.query["key"]
+                del request.query[provider.auth_query]
             headers[provider.auth_header] = provider.auth_prefix + secret
             return
         presented = bool(query_key)
