@@ -12,23 +12,31 @@ import functools
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
 
+from flowgate_addon.catalog import Catalog
 from flowgate_addon.config import ConfigError, Settings, load_settings
 from flowgate_addon.errors import error_response
 from flowgate_addon.gateway import Gateway
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.record import CallRecord, to_row
+from flowgate_addon.resolve import ModelResolver
+from flowgate_addon.routing.router import ROUTE_HEADER, Router
 from flowgate_addon.security.access import Access, Refused, is_loopback
 from flowgate_addon.security.credentials import Credentials, unlock_vault
 from flowgate_addon.security.redact import Redactor
-from flowgate_addon.security.tokens import TokenStore, default_tokens_path
+from flowgate_addon.security.tokens import Caller, TokenStore, default_tokens_path
 from flowgate_addon.security.vault import Vault
 from flowgate_addon.store import LogWriter
 from flowgate_addon.streaming import StreamTap
+
+if TYPE_CHECKING:
+    from flowgate_addon.routing.classifier import Classifier
 
 METADATA_KEY = "flowgate"
 log = logging.getLogger("flowgate")
@@ -91,12 +99,50 @@ class FlowGate:
         credentials = Credentials(
             vault, settings.security.allow_client_keys, locked, redactor.add_secret
         )
-        self.gateway = Gateway(settings, registry, prices, credentials)
+        resolver = ModelResolver(registry, prices, Catalog(settings.database.path))
+        try:
+            router = Router(
+                settings.smart_router, resolver, self._classifier(settings, registry, credentials)
+            )
+        except ValueError as exc:
+            raise exceptions.OptionsError(f"invalid config: {exc}") from None
+        if self.gateway is not None:
+            self.gateway.close()
+        self.gateway = Gateway(settings, registry, resolver, router, credentials)
         self.access = access
         self._allowlist = [
             ipaddress.ip_network(n, strict=False) for n in settings.security.ip_allowlist
         ]
         log.info("FlowGate logging to %s", settings.database.path)
+
+    @staticmethod
+    def _classifier(
+        settings: Settings, registry: ProviderRegistry, credentials: Credentials
+    ) -> Classifier | None:
+        """The RouteLLM classifier, loading in the background, if the strategy wants it."""
+        router = settings.smart_router
+        if not router.active or router.strategy != "classifier":
+            return None
+        from flowgate_addon.routing.classifier import Classifier
+
+        options = router.classifier
+        provider = registry.providers.get(options.embeddings_provider)
+        if provider is None or provider.openai_compatible is None:
+            raise exceptions.OptionsError(
+                "invalid config: smart_router.classifier.embeddings_provider: "
+                f"{options.embeddings_provider!r} is not an OpenAI-compatible provider"
+            )
+        classifier = Classifier(
+            options.router,
+            options.checkpoint,
+            options.thresholds,
+            options.timeout_ms,
+            embeddings_base_url=provider.openai_compatible.base_url,
+            embeddings_api_key=credentials.key_for(provider),
+            embedding_model=options.embedding_model,
+        )
+        classifier.start()
+        return classifier
 
     def client_connected(self, client: connection.Client) -> None:
         """Forward proxy: refuse clients outside the allowlist before they can tunnel anywhere."""
@@ -107,7 +153,7 @@ class FlowGate:
         ):
             client.error = "client address not in FlowGate's security.ip_allowlist"
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or self.gateway is None:
             return
         if self._allowlist and not self._allowed(flow.client_conn.peername):
@@ -127,7 +173,19 @@ class FlowGate:
             flow.response = refused.response(proxy=not gateway and not flow.client_conn.tls)
             return
         handle = self.gateway.gateway_request if gateway else self.gateway.proxy_request
-        record = handle(flow)
+        result = handle(flow)
+        if isinstance(result, CallRecord) or result is None:
+            self._keep(flow, result, caller)
+            return None
+        return self._keep_later(flow, result, caller)  # mitmproxy awaits it
+
+    async def _keep_later(
+        self, flow: http.HTTPFlow, pending: Awaitable[CallRecord], caller: Caller | None
+    ) -> None:
+        self._keep(flow, await pending, caller)
+
+    @staticmethod
+    def _keep(flow: http.HTTPFlow, record: CallRecord | None, caller: Caller | None) -> None:
         if record is not None:
             record.caller = caller.name if caller else None
             flow.metadata[METADATA_KEY] = record
@@ -159,6 +217,8 @@ class FlowGate:
         record: CallRecord | None = flow.metadata.get(METADATA_KEY)
         if record is None or record.local or flow.response is None:
             return
+        if record.route_header:
+            flow.response.headers[ROUTE_HEADER] = record.route_header
         record.sse = flow.response.headers.get("content-type", "").startswith("text/event-stream")
         if record.sse or (record.stream and 200 <= flow.response.status_code < 300):
             flow.response.stream = StreamTap(record, record.strip_usage and record.sse)
@@ -193,6 +253,8 @@ class FlowGate:
         self.writer.submit(record)
 
     def done(self) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
         if self.writer is not None:
             self.writer.stop()
             self.writer = None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from flowgate_addon import __version__, cli_tokens, cli_vault, trust
+from flowgate_addon import __version__, cli_catalog, cli_route, cli_tokens, cli_vault, trust
 from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import CONFIG_ENV, Settings, config_path
 from flowgate_addon.providers import ProviderRegistry
@@ -66,6 +66,7 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
     tokens.close()
     _unlock_on_terminal(settings)
     _ensure_db(settings)
+    _check_routing(settings)
     path = config_path(config_file)
     if path is not None:
         os.environ[CONFIG_ENV] = str(path.resolve())
@@ -218,6 +219,25 @@ def _ensure_db(settings: Settings) -> None:
         ) from None
 
 
+def _check_routing(settings: Settings) -> None:
+    """Every tier's model must resolve to a provider; say which one does not, before start."""
+    if not settings.smart_router.active:
+        return
+    from flowgate_addon.catalog import Catalog
+    from flowgate_addon.pricing import PriceBook
+    from flowgate_addon.resolve import ModelResolver
+    from flowgate_addon.routing.router import Router
+
+    catalog = Catalog(settings.database.path)
+    try:
+        registry = ProviderRegistry.from_config(settings.providers)
+        Router(settings.smart_router, ModelResolver(registry, PriceBook(settings.pricing), catalog))
+    except ValueError as exc:
+        raise click.ClickException(f"invalid config: {exc}") from None
+    finally:
+        catalog.close()
+
+
 def ui_command(settings: Settings) -> list[str]:
     """Datasette over the log database only, with FlowGate's plugins."""
     server = settings.server
@@ -268,6 +288,8 @@ cli.add_command(cli_vault.add_key)
 cli.add_command(cli_vault.keys)
 cli.add_command(cli_vault.vault)
 cli.add_command(cli_tokens.tokens)
+cli.add_command(cli_catalog.catalog_group)
+cli.add_command(cli_route.route)
 
 if __name__ == "__main__":
     cli()

@@ -31,7 +31,7 @@ def _password(prompt: str, confirm: bool = False) -> str:
     return click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
 
 
-def _open(settings: Settings) -> Vault:
+def open_vault(settings: Settings) -> Vault:
     """The vault, unlocked: from a master-key file, $FLOWGATE_MASTER_PASSWORD or a prompt."""
     vault = Vault(settings.security.vault_path)
     if not vault.exists:
@@ -81,7 +81,7 @@ def add_key(provider: str, env_var: str | None, config_file: Path | None) -> Non
             raise click.ClickException(f"environment variable {env_var} is not set or empty")
     else:
         secret = click.prompt(f"API key for {provider}", hide_input=True)
-    vault = _open(settings) if Vault(settings.security.vault_path).exists else _init(settings)
+    vault = open_vault(settings) if Vault(settings.security.vault_path).exists else _init(settings)
     with reported():
         info = vault.add(provider, secret)
     click.echo(f"Stored the key for {provider} ({info.fingerprint}) in {vault.path}")

@@ -61,10 +61,36 @@ class ProviderSettings(_Section):
         return value.rstrip("/") if value else value
 
 
+Tier = Literal["SIMPLE", "MEDIUM", "COMPLEX", "REASONING"]
+Threshold = Literal["MEDIUM", "COMPLEX", "REASONING"]
+
+
+class ComplexitySettings(_Section):
+    weights: dict[str, float] = {}  # dimension -> weight; unset dimensions keep their default
+    thresholds: dict[Threshold, float] = {}  # score at which a tier starts
+
+
+class ClassifierSettings(_Section):
+    router: Literal["mf", "bert", "random"] = "mf"
+    checkpoint: Path | None = None
+    thresholds: dict[Threshold, float] = {"MEDIUM": 0.3, "COMPLEX": 0.55, "REASONING": 0.8}
+    timeout_ms: int = Field(300, ge=1, le=60_000)
+    embeddings_provider: str = "openai"
+    embedding_model: str = "text-embedding-3-small"
+
+
 class SmartRouterSettings(_Section):
     enabled: bool = False
     strategy: Literal["off", "complexity", "classifier"] = "off"
-    tiers: dict[Literal["SIMPLE", "MEDIUM", "COMPLEX", "REASONING"], str] = {}
+    tiers: dict[Tier, str] = {}
+    route_models: list[str] = []
+    baseline_model: str | None = None
+    complexity: ComplexitySettings = Field(default_factory=ComplexitySettings)
+    classifier: ClassifierSettings = Field(default_factory=ClassifierSettings)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.strategy != "off"
 
 
 class SkillSettings(_Section):
@@ -264,18 +290,35 @@ def _line_for(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int:
 
 
 def _check_semantics(settings: Settings, file: Path, lines: dict[tuple[str, ...], int]) -> None:
+    def fail(loc: tuple[str, ...], message: str) -> None:
+        raise ConfigError(f"{file} line {_line_for(loc, lines)}: {'.'.join(loc)}: {message}")
+
     router = settings.smart_router
-    if router.enabled and router.strategy != "off":
-        loc = ("smart_router", "strategy")
-        raise ConfigError(
-            f"{file} line {_line_for(loc, lines)}: smart_router.strategy: "
-            f"{router.strategy!r} routing is not available in FlowGate yet; "
-            "use strategy: off (requests pass through with the model they ask for)"
-        )
+    if router.active:
+        missing = [tier for tier in TIERS if tier not in router.tiers]
+        if missing:
+            fail(
+                ("smart_router", "tiers"),
+                f"strategy {router.strategy!r} needs a model for every tier; "
+                f"missing: {', '.join(missing)}",
+            )
+    from flowgate_addon.routing import complexity
+
+    options = router.complexity
+    try:
+        complexity.ComplexityScorer(options.weights, options.thresholds or None)
+    except ValueError as exc:
+        fail(("smart_router", "complexity"), str(exc))
+    if router.strategy == "classifier":
+        from flowgate_addon.routing import classifier
+
+        options = router.classifier
+        if options.checkpoint is not None:
+            options.checkpoint = (file.resolve().parent / options.checkpoint.expanduser()).resolve()
+        try:
+            classifier.validate(options.router, options.checkpoint, options.thresholds)
+        except ValueError as exc:
+            fail(("smart_router", "classifier"), str(exc))
     for name, provider in settings.providers.items():
         if name not in BUILTIN_PROVIDERS and not provider.base_url:
-            loc = ("providers", name)
-            raise ConfigError(
-                f"{file} line {_line_for(loc, lines)}: providers.{name}.base_url: "
-                "a custom provider needs a base_url"
-            )
+            fail(("providers", name, "base_url"), "a custom provider needs a base_url")

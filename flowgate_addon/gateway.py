@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from mitmproxy import http
@@ -16,9 +17,19 @@ from mitmproxy import http
 from flowgate_addon.apis import openai, wire_format
 from flowgate_addon.config import Settings
 from flowgate_addon.errors import error_response
-from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import Provider, ProviderRegistry
 from flowgate_addon.record import CallRecord
+from flowgate_addon.resolve import ModelResolver
+from flowgate_addon.routing import Decision
+from flowgate_addon.routing.router import (
+    ALIAS,
+    OPT_OUT_HEADER,
+    OPT_OUT_VALUES,
+    ROUTABLE_ENDPOINTS,
+    Router,
+    route_header,
+    unknown_model_message,
+)
 from flowgate_addon.security.credentials import Credentials, NoCredential
 
 SESSION_HEADER = "x-flowgate-session"
@@ -34,19 +45,29 @@ class Gateway:
         self,
         settings: Settings,
         registry: ProviderRegistry,
-        prices: PriceBook,
+        resolver: ModelResolver,
+        router: Router,
         credentials: Credentials,
     ):
         self.settings = settings
         self.registry = registry
+        self.resolver = resolver
+        self.router = router
         self.credentials = credentials
-        self.models = model_list(settings, registry, prices)
-        self._models_body = json.dumps({"object": "list", "data": self.models}).encode()
-        self._models_by_id = {m["id"]: m for m in self.models}
+        self._models_version = -1
+        self._refresh_models()
+
+    def close(self) -> None:
+        """Release what the gateway holds open (catalog connection, classifier thread)."""
+        if self.resolver.catalog is not None:
+            self.resolver.catalog.close()
+        if self.router.classifier is not None:
+            self.router.classifier.close()
 
     # --- gateway (reverse mode) ----------------------------------------------------------
 
-    def gateway_request(self, flow: http.HTTPFlow) -> CallRecord | None:
+    def gateway_request(self, flow: http.HTTPFlow) -> CallRecord | Awaitable[CallRecord] | None:
+        """Decide and rewrite a gateway call; awaitable when a classifier must be asked."""
         request = flow.request
         path, _, query = request.path.partition("?")
         if path != API_PREFIX and not path.startswith(API_PREFIX + "/"):
@@ -71,17 +92,128 @@ class Gateway:
         if endpoint in MODEL_ENDPOINTS and request.method == "POST" and not model:
             self._fail(flow, record, 400, "you must provide a model parameter", "missing_model")
             return record
-        routed = self._skill_model(record) or model
-        provider, upstream_model = (
-            self.registry.for_model(routed) if routed else (self.registry.default, None)
-        )
+        if not model:  # files, batches …: the default provider's business
+            self._forward(flow, record, body, api_path, query, self.registry.default, None)
+            return record
+        if skill := self._skill_model(record):
+            model = skill
+        elif self.router.routes(model):
+            if record.route_opt_out or body is None or endpoint not in ROUTABLE_ENDPOINTS:
+                if model == ALIAS:
+                    why = (
+                        "it opted out of routing"
+                        if record.route_opt_out
+                        else f"{endpoint} requests are not routed"
+                    )
+                    self._fail(
+                        flow,
+                        record,
+                        400,
+                        f"the model {ALIAS!r} asks FlowGate to choose a model, but {why}; "
+                        "name a model instead",
+                        "model_not_routable",
+                    )
+                    return record
+                record.strategy = "opt-out" if record.route_opt_out else None
+            else:
+                decision = self.router.decide(body)
+                if isinstance(decision, Decision):
+                    self._routed(flow, record, body, api_path, query, decision)
+                    return record
+                return self._routed_later(flow, record, body, api_path, query, decision)
+        elif model == ALIAS:
+            self._fail(
+                flow,
+                record,
+                400,
+                f"the model {ALIAS!r} asks FlowGate to choose a model, but smart routing is off "
+                "(set smart_router.enabled: true and a strategy)",
+                "routing_disabled",
+            )
+            return record
+        found = self.resolver.resolve(model)
+        if found is None:
+            self._fail(flow, record, 400, unknown_model_message(model), "model_not_found")
+            return record
+        provider, upstream_model = found
+        self._forward(flow, record, body, api_path, query, provider, upstream_model)
+        return record
+
+    async def _routed_later(
+        self,
+        flow: http.HTTPFlow,
+        record: CallRecord,
+        body: dict[str, Any],
+        api_path: str,
+        query: str,
+        pending: Awaitable[Decision],
+    ) -> CallRecord:
+        self._routed(flow, record, body, api_path, query, await pending)
+        return record
+
+    def _routed(
+        self,
+        flow: http.HTTPFlow,
+        record: CallRecord,
+        body: dict[str, Any],
+        api_path: str,
+        query: str,
+        decision: Decision,
+    ) -> None:
+        requested = record.requested_model
+        try:
+            model, provider, upstream_model = self.router.target(decision)
+        except LookupError as exc:
+            self._fail(flow, record, 503, str(exc), "routing_target_unknown")
+            return
+        record.decision = decision
+        record.tier = decision.tier
+        record.score = decision.score
+        record.strategy = decision.strategy
+        record.route_fallback = decision.fallback
+        record.route_header = route_header(decision, model, provider.name)
+        baseline = self.router.baseline if requested == ALIAS else requested
+        if baseline and (found := self.resolver.resolve(baseline)):
+            record.baseline_model, record.baseline_price_key = found[1], found[0].price_key
+        # A client's own key is for the provider it asked for, never for one routing chose.
+        own = self.resolver.resolve(requested) if requested and requested != ALIAS else None
+        record.client_key_ok = own is not None and own[0].name == provider.name
+        self._forward(flow, record, body, api_path, query, provider, upstream_model)
+
+    def _forward(
+        self,
+        flow: http.HTTPFlow,
+        record: CallRecord,
+        body: dict[str, Any] | None,
+        api_path: str,
+        query: str,
+        provider: Provider,
+        upstream_model: str | None,
+    ) -> None:
+        """Send a gateway call (OpenAI format) to the provider's OpenAI-compatible API."""
+        compatible = provider.openai_compatible
+        if compatible is None:
+            self._fail(
+                flow,
+                record,
+                400,
+                f"provider {provider.name} has no OpenAI-compatible API for the gateway to "
+                f"call; reach it through the forward proxy with its own SDK",
+                "provider_not_compatible",
+            )
+            return
         record.routed_model = upstream_model
-        if body is not None and upstream_model and upstream_model != model:
+        if body is not None and upstream_model and upstream_model != body.get("model"):
             body["model"] = upstream_model
             record.body_changed = True
-        self._prepare(flow, record, provider, body, api_path, query)
-        self._send_to(flow, record, provider, api_path, query)
-        return record
+        self._prepare(flow, record, compatible, body, api_path, query)
+        self._send_to(flow, record, compatible, api_path, query)
+
+    def _refresh_models(self) -> None:
+        self.models = model_list(self.resolver, self.router)
+        self._models_body = json.dumps({"object": "list", "data": self.models}).encode()
+        self._models_by_id = {m["id"]: m for m in self.models}
+        self._models_version = self.resolver.version
 
     def _answer_models(self, flow: http.HTTPFlow, record: CallRecord, api_path: str) -> None:
         record.local = True
@@ -90,6 +222,9 @@ class Gateway:
         if flow.request.method != "GET":
             self._fail(flow, record, 405, f"use GET for {API_PREFIX}/models", "method_not_allowed")
             return
+        self.resolver.resolve(ALIAS)  # notices a catalog sync
+        if self.resolver.version != self._models_version:
+            self._refresh_models()
         if api_path == "/models":
             flow.response = http.Response.make(
                 200, self._models_body, {"content-type": "application/json"}
@@ -162,7 +297,7 @@ class Gateway:
         if request.path != path:
             request.path = path
         try:  # last: it may also edit the query (Gemini's ?key=)
-            self.credentials.apply(request, provider)
+            self.credentials.apply(request, provider, record.client_key_ok)
         except NoCredential as exc:
             self._fail(flow, record, 503, str(exc), "no_provider_key")
 
@@ -180,6 +315,7 @@ class Gateway:
             host=request.host,
             session=meta.get(SESSION_HEADER),
             agent=meta.get(AGENT_HEADER),
+            route_opt_out=meta.get(OPT_OUT_HEADER, "").strip().lower() in OPT_OUT_VALUES,
         )
 
     def _read_body(self, flow: http.HTTPFlow, record: CallRecord) -> dict[str, Any] | None:
@@ -220,6 +356,7 @@ class Gateway:
     ) -> None:
         """Streams: uncompressed, with usage asked for where needed; write back a changed body."""
         record.provider = provider.name
+        record.price_key = provider.price_key
         record.api = provider.api
         if wire_format(provider.api).is_stream(api_path, query, body):
             record.stream = True
@@ -261,10 +398,11 @@ def _pop_flowgate_headers(headers: http.Headers) -> dict[str, str]:
     return found
 
 
-def model_list(
-    settings: Settings, registry: ProviderRegistry, prices: PriceBook
-) -> list[dict[str, Any]]:
-    """Every model FlowGate can route to: configured ones, then the price map's."""
+def model_list(resolver: ModelResolver, router: Router) -> list[dict[str, Any]]:
+    """Every model the gateway can name: aliases, configured models, then the catalog.
+
+    A provider with no synced catalog is represented by the price map's models for it.
+    """
     seen: dict[str, dict[str, Any]] = {}
 
     def add(model_id: str, owner: str) -> None:
@@ -272,13 +410,19 @@ def model_list(
             model_id, {"id": model_id, "object": "model", "created": 0, "owned_by": owner}
         )
 
-    for provider in registry.providers.values():
+    for alias in sorted(router.names):
+        add(alias, "flowgate")
+    providers = resolver.registry.providers.values()
+    for provider in providers:
         for model in provider.models:
-            add(model, provider.name)
-    for provider in registry.providers.values():
-        # Only providers the gateway can forward chat-completions traffic to (for now,
-        # OpenAI-format ones) offer their price-map models here.
-        if provider.price_provider and provider.api == "openai":
-            for model in prices.models_for(provider.price_provider):
+            if not any(ch in model for ch in "*?["):
+                add(model, provider.name)
+    synced = set()
+    for name, model in resolver.catalog_models():
+        add(model, name)
+        synced.add(name)
+    for provider in providers:
+        if provider.name not in synced and provider.openai_compatible is not None:
+            for model in resolver.prices.models_for(provider.price_key):
                 add(model, provider.name)
     return list(seen.values())

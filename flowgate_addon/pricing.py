@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -108,12 +109,36 @@ class PriceBook:
         )
 
     def models_for(self, price_provider: str) -> list[str]:
-        """Chat and embedding models the map knows for one provider (for GET /v1/models)."""
+        """Chat and embedding models the map knows for one provider, as that provider names them."""
         return sorted(
-            name
-            for name, entry in self._map.items()
-            if entry.get("litellm_provider") == price_provider
-            and entry.get("mode") in ("chat", "embedding", "responses")
-            and "/" not in name
-            and ":" not in name
+            model
+            for model, (provider, mode) in _model_index(price_provider).items()
+            if mode in ("chat", "embedding", "responses")
         )
+
+    def provider_of(self, model: str, price_providers: Iterable[str]) -> str | None:
+        """The first of these providers the price map files a model under (LiteLLM's knowledge)."""
+        for provider in price_providers:
+            if model in _model_index(provider):
+                return provider
+        return None
+
+    def info(self, model: str, provider: str | None = None) -> dict[str, Any]:
+        """The price map's entry for a model (empty if unknown)."""
+        for name in (f"{provider}/{model}" if provider else None, model):
+            if name and name in self._map:
+                return self._map[name]
+        return {}
+
+
+@cache
+def _model_index(price_provider: str) -> dict[str, tuple[str, str | None]]:
+    """model -> (provider, mode) for one provider, its map prefix (`groq/…`) removed."""
+    index: dict[str, tuple[str, str | None]] = {}
+    prefix = price_provider + "/"
+    for name, entry in litellm_price_map().items():
+        if entry.get("litellm_provider") != price_provider or ":" in name:
+            continue
+        model = name[len(prefix) :] if name.startswith(prefix) else name
+        index.setdefault(model, (price_provider, entry.get("mode")))
+    return index

@@ -12,20 +12,40 @@ corporate relay, a local test server).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-# Built-in providers. `price_provider` names the provider in LiteLLM's price map.
+# Built-in providers. `price_provider` names the provider in LiteLLM's price map;
+# `model_patterns` are the model-name families a provider is known by, the last
+# resort of model resolution (after config, the synced catalog and the price map);
+# `openai_path` is where, below `base_url`, a provider of another wire format
+# serves an OpenAI-compatible API (for chat-completions requests routed to it).
 BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
-    "openai": {"base_url": "https://api.openai.com/v1", "price_provider": "openai"},
+    "openai": {
+        "base_url": "https://api.openai.com/v1",
+        "price_provider": "openai",
+        "model_patterns": (
+            "gpt-*",
+            "chatgpt-*",
+            "o1*",
+            "o3*",
+            "o4*",
+            "text-embedding-*",
+            "omni-moderation-*",
+            "davinci-*",
+            "babbage-*",
+        ),
+    },
     "anthropic": {
         "base_url": "https://api.anthropic.com/v1",
         "api": "anthropic",
         "auth_header": "x-api-key",
         "auth_prefix": "",
         "price_provider": "anthropic",
+        "model_patterns": ("claude-*",),
+        "openai_path": "",
     },
     "gemini": {
         "base_url": "https://generativelanguage.googleapis.com/v1beta",
@@ -34,6 +54,39 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
         "auth_prefix": "",
         "auth_query": "key",
         "price_provider": "gemini",
+        "model_patterns": ("gemini-*", "gemma-*", "text-embedding-004", "gemini-embedding-*"),
+        "openai_path": "/openai",
+    },
+    "deepseek": {
+        "base_url": "https://api.deepseek.com/v1",
+        "price_provider": "deepseek",
+        "model_patterns": ("deepseek-*",),
+    },
+    "qwen": {  # Alibaba Cloud Model Studio (DashScope), OpenAI-compatible mode
+        "base_url": "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+        "price_provider": "dashscope",
+        "model_patterns": ("qwen*", "qwq-*"),
+    },
+    "groq": {"base_url": "https://api.groq.com/openai/v1", "price_provider": "groq"},
+    "mistral": {
+        "base_url": "https://api.mistral.ai/v1",
+        "price_provider": "mistral",
+        "model_patterns": (
+            "mistral-*",
+            "open-mistral-*",
+            "open-mixtral-*",
+            "codestral-*",
+            "ministral-*",
+            "magistral-*",
+            "devstral-*",
+            "pixtral-*",
+        ),
+    },
+    "openrouter": {"base_url": "https://openrouter.ai/api/v1", "price_provider": "openrouter"},
+    "xai": {
+        "base_url": "https://api.x.ai/v1",
+        "price_provider": "xai",
+        "model_patterns": ("grok-*",),
     },
 }
 DEFAULT_PROVIDER = "openai"
@@ -84,6 +137,8 @@ class Provider:
     auth_header: str = "authorization"
     auth_prefix: str = "Bearer "
     auth_query: str | None = None  # a URL parameter that may also carry the key (Gemini's ?key=)
+    model_patterns: tuple[str, ...] = ()
+    openai_path: str | None = None  # OpenAI-compatible API below base_url (other wire formats)
 
     @cached_property
     def upstream(self) -> Address:
@@ -93,14 +148,38 @@ class Provider:
     def public(self) -> Address:
         return Address(self.public_url or self.base_url)
 
+    @property
+    def price_key(self) -> str:
+        """The provider's name in the price map."""
+        return self.price_provider or self.name
+
+    @cached_property
+    def openai_compatible(self) -> Provider | None:
+        """This provider as an OpenAI-format endpoint, for chat completions routed to it.
+
+        Itself for OpenAI-format providers; for others, their OpenAI-compatible API
+        (bearer auth); None when they have none.
+        """
+        if self.api == "openai":
+            return self
+        if self.openai_path is None:
+            return None
+        return replace(
+            self,
+            api="openai",
+            base_url=self.base_url + self.openai_path,
+            auth_header="authorization",
+            auth_prefix="Bearer ",
+            auth_query=None,
+        )
+
 
 class ProviderRegistry:
-    """Model -> provider, address -> provider, and which hosts the proxy intercepts."""
+    """Providers by name, address -> provider, and which hosts the proxy intercepts."""
 
     def __init__(self, providers: dict[str, Provider], default: str = DEFAULT_PROVIDER):
         self.providers = providers
         self.default = providers[default]
-        self._by_model = {m: p for p in providers.values() for m in p.models}
         self._by_host: dict[tuple[str, int], list[tuple[Address, Provider]]] = {}
         for p in providers.values():
             for address in {p.public, p.upstream}:
@@ -118,23 +197,11 @@ class ProviderRegistry:
             spec["public_url"] = spec.get("base_url", "")
             if name in configured:
                 override = configured[name].model_dump(exclude_unset=True)
-                override["models"] = tuple(override.get("models", ()))
+                if "models" in override:
+                    override["models"] = tuple(override["models"])
                 spec.update({k: v for k, v in override.items() if v is not None})
             providers[name] = Provider(name=name, **spec)
         return cls(providers)
-
-    def for_model(self, model: str) -> tuple[Provider, str]:
-        """The provider for a requested model and the model name to send it.
-
-        Config `models:` lists win; `provider/model` names a provider explicitly;
-        anything else goes to the default provider, which answers for itself.
-        """
-        if provider := self._by_model.get(model):
-            return provider, model
-        prefix, _, rest = model.partition("/")
-        if rest and prefix in self.providers:
-            return self.providers[prefix], rest
-        return self.default, model
 
     def for_address(self, host: str, port: int, path: str) -> tuple[Provider, str] | None:
         """The provider a proxied request is for, and its path below the provider's base."""

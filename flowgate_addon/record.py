@@ -21,6 +21,7 @@ from flowgate_addon.apis import wire_format
 from flowgate_addon.apis.common import Reply, Usage
 from flowgate_addon.config import LoggingSettings
 from flowgate_addon.pricing import PriceBook
+from flowgate_addon.routing import Decision, route_json
 
 
 @dataclass(slots=True)
@@ -54,6 +55,17 @@ class CallRecord:
     api: str = "openai"  # wire format, a key of flowgate_addon.apis.FORMATS
     sse: bool = False  # the response was an event stream
     caller: str | None = None  # the caller token's name
+    price_key: str | None = None  # the provider's name in the price map
+    # Routing: the decision, and what the requested model would have cost instead.
+    decision: Decision | None = None
+    tier: str | None = None
+    score: float | None = None
+    route_fallback: str | None = None
+    route_header: str | None = None
+    route_opt_out: bool = False
+    baseline_model: str | None = None
+    baseline_price_key: str | None = None
+    client_key_ok: bool = True  # False when routing chose a provider the client did not ask for
 
     def keep_response(self, response: Response) -> None:
         """Keep a buffered response body (still encoded) for the writer thread."""
@@ -93,14 +105,14 @@ def to_row(
         usage_source = "estimated"
     usage = usage or Usage()
     model = record.routed_model or record.requested_model
-    cost = prices.cost(
-        model,
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        usage.cached_tokens,
-        record.provider,
-        usage.cache_write_tokens,
-    )
+    tokens = (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+    cost = prices.cost(model, *tokens, record.price_key, usage.cache_write_tokens)
+    saved = None
+    if record.baseline_model and cost is not None:
+        baseline = prices.cost(
+            record.baseline_model, *tokens, record.baseline_price_key, usage.cache_write_tokens
+        )
+        saved = None if baseline is None else baseline - cost
     end = record.t_end or record.t_start
     error = record.error or (reply.error if not ok else None)
     return {
@@ -123,12 +135,14 @@ def to_row(
         "cache_write_tokens": usage.cache_write_tokens,
         "usage_source": usage_source,
         "cost_usd": cost,
-        "saved_usd": None,
+        "saved_usd": saved,
         "latency_ms": round((end - record.t_start) * 1000, 3),
         "ttft_ms": round((record.t_first - record.t_start) * 1000, 3) if record.t_first else None,
-        "tier": None,
-        "score": None,
+        "tier": record.tier,
+        "score": record.score,
         "strategy": record.strategy,
+        "route": route_json(record.decision) if record.decision else None,
+        "route_fallback": record.route_fallback,
         "caller": record.caller,
         "session": record.session,
         "agent": record.agent,

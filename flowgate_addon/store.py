@@ -53,6 +53,8 @@ REQUEST_COLUMNS: dict[str, type] = {
     "tier": str,
     "score": float,
     "strategy": str,
+    "route": str,
+    "route_fallback": str,
     "caller": str,
     "session": str,
     "agent": str,
@@ -77,8 +79,37 @@ def m002_cache_write_tokens(db: sqlite_utils.Database) -> None:
     db["requests"].add_column("cache_write_tokens", int)
 
 
+@migrations()
+def m003_routing(db: sqlite_utils.Database) -> None:
+    """Routing explanations: per-dimension scores (JSON) and why a classifier was not used."""
+    db["requests"].add_column("route", str)
+    db["requests"].add_column("route_fallback", str)
+    db["requests"].create_index(["tier", "ts"])
+
+
+@migrations()
+def m004_models(db: sqlite_utils.Database) -> None:
+    """The model catalog, read from each provider's /models by `flowgate catalog sync`."""
+    db["models"].create(
+        {
+            "provider": str,
+            "model": str,
+            "owned_by": str,
+            "created": int,
+            "context_window": int,
+            "input_usd_per_1m": float,
+            "output_usd_per_1m": float,
+            "cached_input_usd_per_1m": float,
+            "synced_at": str,
+        },
+        pk=("provider", "model"),
+        not_null={"synced_at"},
+    )
+    db["models"].create_index(["model"])
+
+
 # Columns that later migrations add, so that m001 creates the original table.
-_ADDED_LATER = {"cache_write_tokens"}
+_ADDED_LATER = {"cache_write_tokens", "route", "route_fallback"}
 
 
 def open_db(path: Path) -> sqlite_utils.Database:

@@ -124,7 +124,11 @@ def write_config(directory: Path, fake: FakeProvider, extra: dict[str, Any] | No
         },
         "database": {"path": "flowgate.db", "flush_interval_ms": 20},
         "providers": {
-            "openai": {"base_url": f"{fake.base_url}/v1"},
+            # The fake provider's behaviour-picking model names (see fake_provider.py).
+            "openai": {
+                "base_url": f"{fake.base_url}/v1",
+                "models": ["fail-400", "fail-500", "no-usage", "echo"],
+            },
             "local": {
                 "base_url": f"{fake.base_url}/custom/v1",
                 "models": ["local-model"],

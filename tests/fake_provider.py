@@ -67,6 +67,50 @@ def compress(data: bytes, accept: str) -> tuple[str | None, bytes]:
     return None, data
 
 
+# What each provider's GET /models lists; the first path segment picks the provider.
+LISTED_MODELS = {
+    "deepseek": ["deepseek-chat", "r2-preview"],
+    "anthropic": ["claude-sonnet-4-5", "claude-new-model", "claude-newest-model"],
+    "gemini": ["gemini-2.0-flash", "gemini-new-model"],
+    "": ["gpt-4o-mini"],
+}
+
+
+def model_list(path: str, query: str) -> dict[str, Any]:
+    """A provider's model list in its own format, paged where the real one pages."""
+    provider = path.strip("/").split("/")[0]
+    models = LISTED_MODELS.get(provider, LISTED_MODELS[""])
+    if provider == "anthropic":  # pages of two, continued with ?after_id=
+        start = (
+            models.index(query.split("after_id=")[1].split("&")[0]) + 1
+            if "after_id=" in query
+            else 0
+        )
+        page = models[start : start + 2]
+        return {
+            "data": [
+                {"id": m, "type": "model", "created_at": "2025-09-29T00:00:00Z"} for m in page
+            ],
+            "has_more": start + 2 < len(models),
+            "last_id": page[-1],
+        }
+    if provider == "gemini":  # pages of one, continued with ?pageToken=
+        index = int(query.split("pageToken=")[1].split("&")[0]) if "pageToken=" in query else 0
+        body: dict[str, Any] = {
+            "models": [{"name": f"models/{models[index]}", "inputTokenLimit": 1048576}]
+        }
+        if index + 1 < len(models):
+            body["nextPageToken"] = str(index + 1)
+        return body
+    return {
+        "object": "list",
+        "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": provider or "openai"}
+            for m in models
+        ],
+    }
+
+
 def _dump(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -158,21 +202,9 @@ class FakeProvider:
 
             def do_GET(self) -> None:
                 fake._record(self, None)
-                if self.path.endswith("/v1/models"):
-                    self._json(
-                        200,
-                        {
-                            "object": "list",
-                            "data": [
-                                {
-                                    "id": "gpt-4o-mini",
-                                    "object": "model",
-                                    "created": 0,
-                                    "owned_by": "openai",
-                                }
-                            ],
-                        },
-                    )
+                path, _, query = self.path.partition("?")
+                if path.endswith("/models"):
+                    self._json(200, model_list(path, query))
                 else:
                     self._json(
                         404, {"error": {"message": "not found", "type": "invalid_request_error"}}

@@ -25,7 +25,7 @@ def test_schema_is_migrated_once_and_in_wal(tmp_path):
     db.conn.close()
     db = open_db(path)  # re-opening applies nothing twice
     names = [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations")]
-    assert names == ["m001_requests", "m002_cache_write_tokens"]
+    assert names == ["m001_requests", "m002_cache_write_tokens", "m003_routing", "m004_models"]
 
 
 def test_a_database_from_the_first_schema_is_migrated(tmp_path):
@@ -40,8 +40,9 @@ def test_a_database_from_the_first_schema_is_migrated(tmp_path):
     assert "cache_write_tokens" not in db["requests"].columns_dict
     db.conn.close()
     db = open_db(path)
-    assert "cache_write_tokens" in db["requests"].columns_dict
+    assert {"cache_write_tokens", "route", "route_fallback"} <= set(db["requests"].columns_dict)
     assert db.execute("SELECT prompt_tokens FROM requests").fetchall() == [(5,)]
+    assert db["models"].pks == ["provider", "model"]
 
 
 def test_rows_are_written_in_batches_off_the_caller_thread(tmp_path):

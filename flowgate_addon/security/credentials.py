@@ -99,8 +99,12 @@ class Credentials:
         self._learn_secret = learn_secret  # so the log redacts every key FlowGate used
         self._learned: set[str] = set()
 
-    def apply(self, request: http.Request, provider: Provider) -> None:
-        """Put the right credential on an upstream request, or raise NoCredential."""
+    def apply(self, request: http.Request, provider: Provider, client_key_ok: bool = True) -> None:
+        """Put the right credential on an upstream request, or raise NoCredential.
+
+        `client_key_ok` is False when routing chose the provider: a key the client
+        meant for one provider must never reach another.
+        """
         headers = request.headers
         found = credential_fields(headers)
         secret = provider.api_key or self._vault_key(provider)
@@ -119,13 +123,26 @@ class Credentials:
                 continue
             scheme, _, rest = value.strip().partition(" ")
             token = rest.strip() if scheme.lower() == "bearer" else value.strip()
-            if token.startswith(CALLER_TOKEN_PREFIX):
+            if token.startswith(CALLER_TOKEN_PREFIX) or not client_key_ok:
                 del headers[name]
             else:
                 presented = True
         if presented and self.allow_client_keys:
             return
+        if not client_key_ok:
+            raise NoCredential(
+                f"smart routing chose provider {provider.name}, and FlowGate holds no key for "
+                f"it (your own key is only sent to the provider you asked for): add one with "
+                f"`flowgate add-key {provider.name}`"
+            )
         raise NoCredential(self._why(provider, presented))
+
+    def key_for(self, provider: Provider) -> str | None:
+        """FlowGate's own key for a provider (config, then vault), for its own calls."""
+        try:
+            return provider.api_key or self._vault_key(provider)
+        except NoCredential:
+            return None
 
     def _vault_key(self, provider: Provider) -> str | None:
         if not self.vault.unlocked:

@@ -1,0 +1,168 @@
+"""`flowgate route "PROMPT"`: show the routing decision for a prompt, sending nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from flowgate_addon.catalog import Catalog
+from flowgate_addon.cli_options import config_option, load
+from flowgate_addon.config import Settings
+from flowgate_addon.pricing import PriceBook
+from flowgate_addon.providers import ProviderRegistry
+from flowgate_addon.resolve import ModelResolver
+from flowgate_addon.routing import Decision
+from flowgate_addon.routing.complexity import ComplexityScorer
+from flowgate_addon.routing.router import Router
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@click.option(
+    "--file",
+    "prompt_file",
+    type=click.File("r"),
+    help="Read the prompt from a file ('-' for stdin), or a whole request body if it is JSON.",
+)
+@click.option("--system", help="A system prompt to send along.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@config_option
+def route(
+    prompt: str | None,
+    prompt_file,
+    system: str | None,
+    as_json: bool,
+    config_file: Path | None,
+) -> None:
+    """Show which tier, model and provider PROMPT would be routed to, and why.
+
+    Nothing is sent anywhere: use it to tune smart_router thresholds and weights.
+    """
+    settings = load(config_file)
+    body = _body(prompt, prompt_file, system)
+    router = _router(settings)
+    if router is None:  # routing off: show what the scorer makes of it
+        options = settings.smart_router.complexity
+        scorer = ComplexityScorer(options.weights, options.thresholds or None)
+        decision, target = scorer.decide(body), None
+        weights, thresholds = scorer.weights, scorer.thresholds
+    else:
+        decision = router.decide_now(body)
+        target = router.target(decision)
+        weights, thresholds = router.scorer.weights, router.scorer.thresholds
+        if decision.strategy == "classifier":
+            weights, thresholds = {}, settings.smart_router.classifier.thresholds
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "tier": decision.tier,
+                    "score": decision.score,
+                    "strategy": decision.strategy,
+                    "model": target[0] if target else None,
+                    "provider": target[1].name if target else None,
+                    "dimensions": decision.dimensions,
+                    "thresholds": thresholds,
+                    "fallback": decision.fallback,
+                    "routing": "on" if router else "off",
+                },
+                indent=2,
+            )
+        )
+        return
+    if router is None:
+        click.echo(
+            "Smart routing is off in this config (smart_router.enabled / strategy): requests "
+            "keep their model.\nThe complexity scorer would judge this prompt as:\n"
+        )
+    click.echo(f"tier:       {decision.tier}")
+    if target:
+        model, provider, upstream = target
+        sent = f", sent as {upstream}" if upstream != model else ""
+        click.echo(f"model:      {model}  (provider {provider.name}{sent})")
+    click.echo(f"score:      {decision.score:.3f}  (strategy {decision.strategy})")
+    if decision.fallback:
+        click.echo(f"fallback:   {decision.fallback}")
+    click.echo("dimensions:")
+    for name, value in decision.dimensions.items():
+        weight = f"  weight {weights[name]:g}" if name in weights else ""
+        click.echo(f"  {name:<16} {value:5.3f}  {'#' * round(value * 20):<20}{weight}")
+    click.echo(f"why:        {explain(decision, weights, thresholds)}")
+
+
+def explain(decision: Decision, weights: dict[str, float], thresholds: dict[str, float]) -> str:
+    """One sentence: what drove the score, and where it sits between the thresholds."""
+    bounds = sorted(thresholds.items(), key=lambda item: item[1])
+    above = [f"{tier} starts at {value:g}" for tier, value in bounds if value > decision.score]
+    reached = [f"{tier} ({value:g})" for tier, value in bounds if value <= decision.score]
+    where = (f"it reaches {reached[-1]}" if reached else "it is below every threshold (SIMPLE)") + (
+        f"; {above[0]}" if above else ""
+    )
+    if not weights:
+        return f"the classifier's strong-model win rate is {decision.score:.3f}: {where}."
+    drivers = sorted(
+        ((weights.get(name, 0) * value, name) for name, value in decision.dimensions.items()),
+        reverse=True,
+    )
+    strongest = ", ".join(
+        f"{name} {decision.dimensions[name]:.2f}" for share, name in drivers[:3] if share > 0
+    )
+    return (
+        f"score {decision.score:.3f} is the weighted mean of the dimensions"
+        + (f" (strongest: {strongest})" if strongest else " (no signal found)")
+        + f": {where}."
+    )
+
+
+def _body(prompt: str | None, prompt_file, system: str | None) -> dict:
+    if prompt_file is not None:
+        text = prompt_file.read()
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            return body  # a whole request body, as an application would send it
+        prompt = text
+    if prompt is None:
+        if sys.stdin.isatty():
+            raise click.UsageError(
+                'give a PROMPT, or --file FILE (for example: flowgate route "hi")'
+            )
+        prompt = sys.stdin.read()
+    messages = [{"role": "system", "content": system}] if system else []
+    return {"model": "auto", "messages": [*messages, {"role": "user", "content": prompt}]}
+
+
+def _router(settings: Settings) -> Router | None:
+    """The router as the running proxy would build it, or None when routing is off."""
+    if not settings.smart_router.active:
+        return None
+    registry = ProviderRegistry.from_config(settings.providers)
+    catalog = Catalog(settings.database.path) if settings.database.path.exists() else None
+    resolver = ModelResolver(registry, PriceBook(settings.pricing), catalog)
+    classifier = None
+    options = settings.smart_router.classifier
+    if settings.smart_router.strategy == "classifier":
+        from flowgate_addon.routing.classifier import Classifier
+
+        provider = registry.providers.get(options.embeddings_provider)
+        compatible = provider.openai_compatible if provider else None
+        classifier = Classifier(
+            options.router,
+            options.checkpoint,
+            options.thresholds,
+            options.timeout_ms,
+            embeddings_base_url=compatible.base_url if compatible else None,
+            embeddings_api_key=provider.api_key if provider else None,
+            embedding_model=options.embedding_model,
+        )
+        classifier.start()
+        classifier.wait_loaded(300)
+    try:
+        return Router(settings.smart_router, resolver, classifier)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,111 @@
+"""Model name -> the provider that serves it, and the name to send it by.
+
+Order: the config's `providers.X.models` (exact names, then glob patterns),
+then the synced catalog, then an explicit `provider/model` prefix, then
+LiteLLM's knowledge (its price map files each model under a provider), then
+the model-name families of the built-in providers. A name none of these know
+is refused with a clear error rather than sent somewhere at random.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from flowgate_addon.catalog import Catalog
+from flowgate_addon.pricing import PriceBook
+from flowgate_addon.providers import Provider, ProviderRegistry
+
+CACHE_LIMIT = 10_000  # distinct model names remembered; a flood of made-up names can't grow it
+
+
+class ModelResolver:
+    def __init__(
+        self, registry: ProviderRegistry, prices: PriceBook, catalog: Catalog | None = None
+    ):
+        self.registry = registry
+        self.prices = prices
+        self.catalog = catalog
+        self.version = 0  # bumped when the catalog changes, so model lists can be rebuilt
+        providers = list(registry.providers.values())
+        self._exact = {}
+        self._globs: list[tuple[str, Provider]] = []
+        for provider in providers:
+            for name in provider.models:
+                if any(ch in name for ch in "*?["):
+                    self._globs.append((name, provider))
+                else:
+                    self._exact.setdefault(name, provider)
+        self._by_price: dict[str, Provider] = {}
+        for provider in providers:
+            self._by_price.setdefault(provider.price_key, provider)
+        self._families = [(p, provider) for provider in providers for p in provider.model_patterns]
+        self._catalog: dict[str, Provider] = {}
+        self._load_catalog()
+        self._cache: dict[str, tuple[Provider, str] | None] = {}
+
+    def resolve(self, model: str) -> tuple[Provider, str] | None:
+        """The provider for a model and the model name it knows it by; None if unknown."""
+        if self.catalog is not None and self.catalog.changed():
+            self._load_catalog()
+            self._cache.clear()
+            self.version += 1
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
+        found = self._lookup(model)
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[model] = found
+        return found
+
+    def source(self, model: str) -> str | None:
+        """Where the answer for a model comes from (for `flowgate route` and errors)."""
+        if model in self._exact or any(fnmatchcase(model, g) for g, _ in self._globs):
+            return "config"
+        if model in self._catalog:
+            return "catalog"
+        prefix, _, rest = model.partition("/")
+        if rest and prefix in self.registry.providers:
+            return "prefix"
+        if self.prices.provider_of(model, self._by_price):
+            return "price map"
+        if any(fnmatchcase(model, p) for p, _ in self._families):
+            return "model family"
+        return None
+
+    def catalog_models(self) -> list[tuple[str, str]]:
+        """(provider, model) pairs of the synced catalog."""
+        return list(self.catalog.entries) if self.catalog is not None else []
+
+    def _lookup(self, model: str) -> tuple[Provider, str] | None:
+        if provider := self._exact.get(model):
+            return provider, model
+        for pattern, provider in self._globs:
+            if fnmatchcase(model, pattern):
+                return provider, model
+        if provider := self._catalog.get(model):
+            return provider, model
+        prefix, _, rest = model.partition("/")
+        if rest and prefix in self.registry.providers:
+            return self.registry.providers[prefix], rest
+        if price_provider := self.prices.provider_of(model, self._by_price):
+            return self._by_price[price_provider], model
+        for pattern, provider in self._families:
+            if fnmatchcase(model, pattern):
+                return provider, model
+        return None
+
+    def _load_catalog(self) -> None:
+        order = {name: i for i, name in enumerate(self.registry.providers)}
+        entries = sorted(
+            (
+                (order[name], model, self.registry.providers[name])
+                for name, model in self.catalog_models()
+                if name in order
+            ),
+            key=lambda item: item[0],
+        )
+        self._catalog = {}
+        for _, model, provider in entries:
+            self._catalog.setdefault(model, provider)

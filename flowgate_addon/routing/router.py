@@ -1,0 +1,114 @@
+"""Which requests are routed, and to which model.
+
+A request is routed when smart routing is on and it asks for the alias model
+`auto` or for a name listed in `smart_router.route_models`, unless it opts out
+with the `x-flowgate-routing: off` header. The strategy gives a tier; the tier
+names the model (`smart_router.tiers`), which resolves to a provider like any
+other model name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from flowgate_addon.config import SmartRouterSettings
+from flowgate_addon.providers import Provider
+from flowgate_addon.resolve import ModelResolver
+from flowgate_addon.routing import TIERS, Decision
+from flowgate_addon.routing.complexity import ComplexityScorer, prompt_text
+
+if TYPE_CHECKING:
+    from flowgate_addon.routing.classifier import Classifier
+
+ALIAS = "auto"
+OPT_OUT_HEADER = "x-flowgate-routing"
+OPT_OUT_VALUES = frozenset({"off", "0", "false", "no", "none"})
+ROUTE_HEADER = "x-flowgate-route"
+# Endpoints whose bodies carry a conversation a strategy can judge.
+ROUTABLE_ENDPOINTS = frozenset({"chat.completions", "responses", "completions"})
+
+
+class Router:
+    def __init__(
+        self,
+        settings: SmartRouterSettings,
+        resolver: ModelResolver,
+        classifier: Classifier | None = None,
+    ):
+        self.settings = settings
+        self.active = settings.active
+        self.names = frozenset({ALIAS, *settings.route_models}) if self.active else frozenset()
+        self.resolver = resolver
+        options = settings.complexity
+        self.scorer = ComplexityScorer(options.weights, options.thresholds or None)
+        self.classifier = classifier
+        self.baseline = settings.baseline_model or settings.tiers.get("COMPLEX")
+        if self.active:
+            for tier in TIERS:
+                self._check_model(f"smart_router.tiers.{tier}", settings.tiers[tier])
+            if settings.baseline_model:
+                self._check_model("smart_router.baseline_model", settings.baseline_model)
+
+    def _check_model(self, key: str, model: str) -> None:
+        if self.resolver.resolve(model) is None:
+            raise ValueError(f"{key}: {unknown_model_message(model)}")
+
+    def routes(self, model: str) -> bool:
+        """Whether a request for this model is one the router decides."""
+        return model in self.names
+
+    def decide(self, body: dict[str, Any]) -> Decision | Awaitable[Decision]:
+        """The tier for a request: at once with the scorer, awaitable with the classifier."""
+        if self.classifier is None:
+            return self.scorer.decide(body)
+        return self._classify(body)
+
+    async def _classify(self, body: dict[str, Any]) -> Decision:
+        assert self.classifier is not None
+        result = await self.classifier.decide(prompt_text(body))
+        if isinstance(result, Decision):
+            return result
+        return replace(self.scorer.decide(body), fallback=result)
+
+    def decide_now(self, body: dict[str, Any]) -> Decision:
+        """The tier for a request, blocking (for `flowgate route`)."""
+        if self.classifier is None:
+            return self.scorer.decide(body)
+        result = self.classifier.decide_sync(prompt_text(body))
+        if isinstance(result, Decision):
+            return result
+        return replace(self.scorer.decide(body), fallback=result)
+
+    def target(self, decision: Decision) -> tuple[str, Provider, str]:
+        """The tier's model, its provider and the name the provider knows it by."""
+        model = self.settings.tiers[decision.tier]
+        found = self.resolver.resolve(model)
+        if found is None:  # checked at start; only a catalog re-sync could drop it
+            raise LookupError(f"smart_router.tiers.{decision.tier}: {unknown_model_message(model)}")
+        return (model, *found)
+
+
+def route_header(decision: Decision, model: str, provider: str) -> str:
+    """The `x-flowgate-route` response header: the decision in one readable line."""
+    dims = ",".join(f"{name}:{value:.2f}" for name, value in decision.dimensions.items())
+    parts = [
+        f"tier={decision.tier}",
+        f"score={decision.score:.3f}",
+        f"strategy={decision.strategy}",
+        f"model={model}",
+        f"provider={provider}",
+        f"dims={dims}",
+    ]
+    if decision.fallback:
+        parts.append(f"fallback={decision.fallback}")
+    return "; ".join(parts).encode("ascii", "replace").decode("ascii")
+
+
+def unknown_model_message(model: str) -> str:
+    return (
+        f"FlowGate does not know which provider serves the model {model!r}: list it under "
+        "providers.<name>.models in the config, run `flowgate catalog sync`, or name the "
+        f"provider in the request (for example 'openai/{model}')"
+    )
