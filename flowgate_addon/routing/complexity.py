@@ -1,4 +1,4 @@
-"""Rule-based complexity scoring: a request body -> a tier, in well under a millisecond.
+"""Rule-based complexity scoring: a request body -> a tier, cheaply enough for the event loop.
 
 Seven dimensions, each 0..1 (rounded to 3 decimals):
 
@@ -10,19 +10,20 @@ Seven dimensions, each 0..1 (rounded to 3 decimals):
   complexity of, step by step, logic puzzles, "why").
 - steps: several tasks in one request (list items, first/then/finally, several
   imperative sentences, several questions).
-- constraints: demands on the output (JSON, tables, exactly N words, must / do not), and
+- constraints: demands on the output (JSON, tables, N words, must / do not), and
   strict schemas in the body (`response_format`, `text.format`, strict tools, `tool_choice`).
 - domain: specialist vocabulary (law, medicine, finance, science, security,
   distributed systems, machine learning).
 - context: turns, system prompt size, tools offered, tool calls and results present.
 
-Text signals are read from one bounded text, `prompt_text`: the last user turn cut to
-8,000 characters (head and tail). Code signals read all of it; the other dimensions
-read it with fenced code removed, so `x = 1` in code is not an equation. Each text
-signal adds integer points, capped per signal; a dimension is `1 - exp(-points / 10)`,
-so one clear signal gives ~0.6 and two give ~0.85. Whole-conversation dimensions
-(length, context) only sum `len()` and count items, so a 100K-token body costs
-about as much as a short one.
+The text dimensions read one bounded text, `prompt_text`: the last user turn cut to
+8,000 characters (head and tail). Code reads all of it; the others read its prose, with
+fenced code removed, so `x = 1` in code is not an equation and "must" in a comment is
+not a constraint. Words and phrases from a fixed vocabulary add points once each;
+structural patterns add points per match, up to a cap. A dimension is
+`1 - exp(-points / 10)`: one clear signal gives ~0.6, two give ~0.85. Length and
+context only sum `len()` and count items, so a 100K-token body costs little more than
+its last turn.
 
 The score is the weighted mean of the rounded dimensions, so it can be recomputed from
 what is logged. One rule on top: a mean dilutes a proof request that has no code or
@@ -102,7 +103,8 @@ _VOCABULARY: dict[str, dict[str, int]] = {
             5,
             "linked list, linked lists, hash map, hash maps, hashmap, binary tree, binary search,"
             " unit test, unit tests, pull request, stack trace, data structure, data structures,"
-            " regular expression, race condition, memory leak, segmentation fault, core dumped",
+            " regular expression, race condition, memory leak, segmentation fault, core dumped,"
+            " pseudo code, pseudocode",
         ),
         **_worth(
             4,
@@ -173,11 +175,12 @@ _VOCABULARY: dict[str, dict[str, int]] = {
         # law
         "plaintiff, defendant, statute, statute of limitations, jurisdiction, liability, tort,"
         " indemnify, indemnification, litigation, arbitration, fiduciary, gdpr, hipaa,"
-        " copyright, trademark, negligence, due diligence,"
+        " copyright, trademark, negligence, due diligence, law, clause, clauses, statutory,"
+        " regulatory, compliance,"
         # medicine
         " diagnosis, diagnose, differential diagnosis, contraindication, contraindications,"
         " dosage, pathology, oncology, cardiology, prognosis, etiology, clinical,"
-        " pharmacokinetics, symptoms, comorbidity, side effects,"
+        " pharmacokinetics, symptoms, comorbidity, side effects, medication, drug interaction,"
         # finance
         " amortization, ebitda, liquidity, valuation, dcf, arbitrage, portfolio, volatility,"
         " collateral, hedging, ifrs, gaap, derivatives, equity, dividend, net present value,"
@@ -193,7 +196,10 @@ _VOCABULARY: dict[str, dict[str, int]] = {
         " distributed, consensus, raft, paxos, replication, replicas, sharding, idempotent,"
         " idempotency, kubernetes, microservices, throughput, failover, quorum, kafka,"
         " scalability, eventual consistency, cap theorem, exactly once, two phase commit,"
-        " byzantine, load balancer, load balancing,"
+        " byzantine, load balancer, load balancing, consistency, latency, concurrency,"
+        " availability, partition, partitions, rate limiter, rate limiting,"
+        # system design
+        " system design, architecture, trade offs, tradeoffs, scalable, sequence diagram,"
         # machine learning
         " gradient, backpropagation, transformer, embeddings, overfitting, regularization,"
         " hyperparameter, hyperparameters",
@@ -243,7 +249,8 @@ _IMPERATIVES = (
     "write|create|build|add|implement|explain|list|compare|describe|design|make|generate"
     "|fix|refactor|update|analy[sz]e|summari[sz]e|translate|convert|calculate|compute|find"
     "|give|show|include|provide|use|return|ensure|check|test|deploy|set up|configure|draft"
-    "|review|rewrite|outline|identify|evaluate|propose|suggest|estimate|prove|derive"
+    "|review|rewrite|outline|identify|evaluate|propose|suggest|estimate|prove|derive|discuss"
+    "|justify|sketch|recommend|document|benchmark|migrate|optimi[sz]e|debug|plan"
 )
 
 # Structure the words cannot show. Every pattern starts with a literal or a small set of
@@ -273,7 +280,10 @@ _SIGNALS: dict[str, tuple[_Signal, ...]] = {
     ),
     "steps": (
         _signal(r"\n[ \t]*(?:[0-9]{1,2}[.)]|[-*•]|\(?[a-h]\))[ \t]+\S", 4, 6, free=1),  # lists
-        _signal(rf"[\n.!?;:][ \t]*(?:please[ \t]+)?(?:{_IMPERATIVES})\b", 5, 6, free=1),
+        # imperatives opening a sentence or a clause: "... trade-offs, and give a diagram"
+        _signal(
+            rf"[\n.!?;:,][ \t]*(?:(?:and|then|please)[ \t]+)?(?:{_IMPERATIVES})\b", 5, 6, free=1
+        ),
         _signal(r"\?", 3, 5, free=1),
     ),
     "constraints": (
