@@ -307,8 +307,9 @@ def _check_semantics(settings: Settings, file: Path, lines: dict[tuple[str, ...]
     options = router.complexity
     try:
         complexity.ComplexityScorer(options.weights, options.thresholds or None)
-    except ValueError as exc:
-        fail(("smart_router", "complexity"), str(exc))
+    except ValueError as exc:  # "weights.code: must be …": relative to smart_router.complexity
+        key, _, message = str(exc).partition(": ")
+        fail(("smart_router", "complexity", *key.split(".")), message)
     if router.strategy == "classifier":
         from flowgate_addon.routing import classifier
 
@@ -316,9 +317,12 @@ def _check_semantics(settings: Settings, file: Path, lines: dict[tuple[str, ...]
         if options.checkpoint is not None:
             options.checkpoint = (file.resolve().parent / options.checkpoint.expanduser()).resolve()
         try:
-            classifier.validate(options.router, options.checkpoint, options.thresholds)
-        except ValueError as exc:
-            fail(("smart_router", "classifier"), str(exc))
+            options.thresholds = classifier.validate(
+                options.router, options.checkpoint, options.thresholds
+            )
+        except ValueError as exc:  # "smart_router.classifier.checkpoint: … does not exist"
+            key, _, message = str(exc).partition(": ")
+            fail(tuple(key.split(".")), message)
     for name, provider in settings.providers.items():
         if name not in BUILTIN_PROVIDERS and not provider.base_url:
             fail(("providers", name, "base_url"), "a custom provider needs a base_url")

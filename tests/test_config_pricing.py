@@ -63,18 +63,22 @@ TIERS_YAML = "  tiers: {SIMPLE: a, MEDIUM: b, COMPLEX: c, REASONING: d}\n"
         ),
         (
             "  strategy: complexity\n" + TIERS_YAML + "  complexity: {weights: {size: 1}}\n",
-            r"line 5: smart_router\.complexity: .*size",
+            r"line 5: smart_router\.complexity\.weights: unknown dimension .size.",
         ),
         (
             "  strategy: complexity\n"
             + TIERS_YAML
             + "  complexity: {thresholds: {MEDIUM: 0.5, COMPLEX: 0.4, REASONING: 0.9}}\n",
-            r"line 5: smart_router\.complexity: .*COMPLEX",
+            r"line 5: smart_router\.complexity\.thresholds\.COMPLEX: ",
         ),
         ("  strategy: smart\n", r"line 3: smart_router\.strategy: Input should be 'off'"),
         (
             "  strategy: classifier\n" + TIERS_YAML + "  classifier: {router: sw_ranking}\n",
             r"line 5: smart_router\.classifier\.router",
+        ),
+        (
+            "  strategy: classifier\n" + TIERS_YAML + "  classifier: {checkpoint: ./nowhere}\n",
+            r"line 5: smart_router\.classifier\.checkpoint: .*nowhere does not exist",
         ),
     ],
 )

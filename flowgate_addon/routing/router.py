@@ -101,8 +101,8 @@ def route_header(decision: Decision, model: str, provider: str) -> str:
         f"provider={provider}",
         f"dims={dims}",
     ]
-    if decision.fallback:
-        parts.append(f"fallback={decision.fallback}")
+    if decision.fallback:  # "; " separates the fields
+        parts.append(f"fallback={decision.fallback.replace(';', ',')}")
     return "; ".join(parts).encode("ascii", "replace").decode("ascii")
 
 
