@@ -1,19 +1,29 @@
-"""Microseconds smart routing spends per request: the complexity scorer's time per decision.
+"""What smart routing costs: the scorer's time per decision, and gateway throughput on vs off.
 
 Times ComplexityScorer.decide in-process on short prompts and on ~10K- and ~100K-token
-conversations (many turns, mixed prose and code). Prints markdown tables, one per
-section; run it before and after touching the scorer.
+conversations (many turns, mixed prose and code). Then runs wrk against a bare mitmdump,
+FlowGate with routing off (model gpt-4o-mini) and FlowGate with complexity routing on
+(model auto), all in front of the same nginx upstream, interleaved, medians shown.
+Prints markdown tables, one per section; run it before and after touching the scorer.
+Needs nginx and wrk for the gateway section (apt-get install -y nginx wrk).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
+import sys
 import time
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from flowgate_addon.routing.complexity import MAX_TEXT_CHARS, ComplexityScorer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gateway as gw
 
 SHORT_PROMPTS = {
     "one-liner: hi": "hi",
@@ -100,12 +110,78 @@ def scorer_table(runs: int, warmup: int) -> None:
         )
 
 
+ROUTING_CONFIG = """smart_router:
+  enabled: true
+  strategy: complexity
+  tiers: {SIMPLE: gpt-4o-mini, MEDIUM: gpt-4o, COMPLEX: gpt-4.1, REASONING: o3}
+"""
+
+
+def wrk_script(workdir: Path, model: str) -> Path:
+    """A wrk POST script for one small chat-completions request for MODEL."""
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Say hello"}]},
+        separators=(",", ":"),
+    )
+    lines = ['wrk.method = "POST"', f"wrk.body = '{body}'"]
+    lines += [f'wrk.headers["{key}"] = "{value}"' for key, value in gw.HEADERS.items()]
+    path = workdir / f"post-{model}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def gateway_table(args: argparse.Namespace) -> None:
+    """req/s and p50 through bare mitmdump, FlowGate routing off, FlowGate routing on."""
+    tools = gw.find_tools()
+    with ExitStack() as stack:
+        workdir = stack.enter_context(gw.work_directory(False))
+        upstream = stack.enter_context(gw.running(gw.start_nginx(tools.nginx, workdir)))
+        providers = f'providers:\n  openai:\n    base_url: "http://{gw.HOST}:{upstream.port}/v1"\n'
+        plain, auto = wrk_script(workdir, "gpt-4o-mini"), wrk_script(workdir, "auto")
+
+        def start(name: str, config: str) -> gw.Service:
+            service = gw.start_flowgate_with(tools.flowgate, workdir, name, config)
+            return stack.enter_context(gw.running(service))
+
+        bare = gw.start_mitmdump(tools, workdir, upstream.port)
+        targets = {
+            "mitmdump": (stack.enter_context(gw.running(bare)), plain),
+            "routing off": (start("routing-off", providers), plain),
+            "routing on": (start("routing-on", providers + ROUTING_CONFIG), auto),
+        }
+
+        def measure(name: str, connections: int, seconds: float) -> gw.WrkResult:
+            service, script = targets[name]
+            return gw.parse_wrk(gw.run_wrk(tools, service.url, connections, seconds, script))
+
+        medians = gw.interleaved(targets, measure, args)
+    print(
+        f"\n## Gateway with routing on vs off (median of {args.repeats} runs x "
+        f"{args.duration:g} s, nginx upstream, wrk)\n"
+    )
+    print("| path | connections | req/s | p50 ms | p99 ms | req/s vs routing off | p50 added |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for conns in args.connections:
+        off = medians[("routing off", conns)]
+        for name in targets:
+            run = medians[(name, conns)]
+            print(
+                f"| {name} | {conns} | {run.rps:,.0f} | {run.p50_ms:.3f} | {run.p99_ms:.3f} "
+                f"| {gw.ratio(run.rps, off.rps)} | {run.p50_ms - off.p50_ms:+.3f} ms |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000, help="timed decisions per input (2000)")
-    parser.add_argument("--warmup", type=int, default=200, help="untimed decisions first (200)")
+    parser.add_argument("--warmup-runs", type=int, default=200, help="untimed decisions (200)")
+    parser.add_argument("--skip-gateway", action="store_true", help="only time the scorer")
+    gw.add_run_options(parser)
     args = parser.parse_args()
-    scorer_table(args.runs, args.warmup)
+    gw.check_run_options(parser, args)
+    scorer_table(args.runs, args.warmup_runs)
+    if not args.skip_gateway:
+        gateway_table(args)
 
 
 if __name__ == "__main__":

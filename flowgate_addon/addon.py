@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
 
+from flowgate_addon.bridge import Bridge
 from flowgate_addon.catalog import Catalog
 from flowgate_addon.config import ConfigError, Settings, load_settings
 from flowgate_addon.errors import error_response
@@ -108,7 +109,11 @@ class FlowGate:
             raise exceptions.OptionsError(f"invalid config: {exc}") from None
         if self.gateway is not None:
             self.gateway.close()
-        self.gateway = Gateway(settings, registry, resolver, router, credentials)
+        bridge = None
+        if any(p.openai_compatible is None for p in registry.providers.values()):
+            ca_file = settings.security.upstream_ca_file
+            bridge = Bridge(registry.providers, str(ca_file) if ca_file else None)
+        self.gateway = Gateway(settings, registry, resolver, router, credentials, bridge)
         self.access = access
         self._allowlist = [
             ipaddress.ip_network(n, strict=False) for n in settings.security.ip_allowlist

@@ -48,10 +48,11 @@ class DatabaseSettings(_Section):
 
 class ProviderSettings(_Section):
     base_url: str | None = None
-    api: Literal["openai"] = "openai"
+    api: Literal["openai", "anthropic", "gemini"] = "openai"
     models: list[str] = []
     api_key: str | None = None
     stream_usage: bool = True
+    openai_compatible: bool = True
 
     @field_validator("base_url")
     @classmethod

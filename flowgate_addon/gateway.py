@@ -15,6 +15,8 @@ from typing import Any
 from mitmproxy import http
 
 from flowgate_addon.apis import openai, wire_format
+from flowgate_addon.bridge import TOKEN_HEADER as BRIDGE_TOKEN_HEADER
+from flowgate_addon.bridge import Bridge
 from flowgate_addon.config import Settings
 from flowgate_addon.errors import error_response
 from flowgate_addon.providers import Provider, ProviderRegistry
@@ -48,8 +50,10 @@ class Gateway:
         resolver: ModelResolver,
         router: Router,
         credentials: Credentials,
+        bridge: Bridge | None = None,
     ):
         self.settings = settings
+        self.bridge = bridge
         self.registry = registry
         self.resolver = resolver
         self.router = router
@@ -63,6 +67,8 @@ class Gateway:
             self.resolver.catalog.close()
         if self.router.classifier is not None:
             self.router.classifier.close()
+        if self.bridge is not None:
+            self.bridge.close()
 
     # --- gateway (reverse mode) ----------------------------------------------------------
 
@@ -94,7 +100,7 @@ class Gateway:
             return record
         if not model:  # files, batches …: the default provider's business
             self._forward(flow, record, body, api_path, query, self.registry.default, None)
-            return record
+            return record  # not chat completions: never bridged
         if skill := self._skill_model(record):
             model = skill
         elif self.router.routes(model):
@@ -118,8 +124,9 @@ class Gateway:
             else:
                 decision = self.router.decide(body)
                 if isinstance(decision, Decision):
-                    self._routed(flow, record, body, api_path, query, decision)
-                    return record
+                    return _then(
+                        self._routed(flow, record, body, api_path, query, decision), record
+                    )
                 return self._routed_later(flow, record, body, api_path, query, decision)
         elif model == ALIAS:
             self._fail(
@@ -136,8 +143,9 @@ class Gateway:
             self._fail(flow, record, 400, unknown_model_message(model), "model_not_found")
             return record
         provider, upstream_model = found
-        self._forward(flow, record, body, api_path, query, provider, upstream_model)
-        return record
+        return _then(
+            self._forward(flow, record, body, api_path, query, provider, upstream_model), record
+        )
 
     async def _routed_later(
         self,
@@ -148,7 +156,8 @@ class Gateway:
         query: str,
         pending: Awaitable[Decision],
     ) -> CallRecord:
-        self._routed(flow, record, body, api_path, query, await pending)
+        if bridging := self._routed(flow, record, body, api_path, query, await pending):
+            await bridging
         return record
 
     def _routed(
@@ -159,13 +168,13 @@ class Gateway:
         api_path: str,
         query: str,
         decision: Decision,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         requested = record.requested_model
         try:
             model, provider, upstream_model = self.router.target(decision)
         except LookupError as exc:
             self._fail(flow, record, 503, str(exc), "routing_target_unknown")
-            return
+            return None
         record.decision = decision
         record.tier = decision.tier
         record.score = decision.score
@@ -178,7 +187,7 @@ class Gateway:
         # A client's own key is for the provider it asked for, never for one routing chose.
         own = self.resolver.resolve(requested) if requested and requested != ALIAS else None
         record.client_key_ok = own is not None and own[0].name == provider.name
-        self._forward(flow, record, body, api_path, query, provider, upstream_model)
+        return self._forward(flow, record, body, api_path, query, provider, upstream_model)
 
     def _forward(
         self,
@@ -189,25 +198,50 @@ class Gateway:
         query: str,
         provider: Provider,
         upstream_model: str | None,
-    ) -> None:
-        """Send a gateway call (OpenAI format) to the provider's OpenAI-compatible API."""
+    ) -> Awaitable[None] | None:
+        """Send a gateway call (OpenAI format) to the provider's OpenAI-compatible API.
+
+        Providers without one get chat completions through the LiteLLM bridge, which
+        may have to start first (the returned awaitable).
+        """
+        record.routed_model = upstream_model
         compatible = provider.openai_compatible
         if compatible is None:
-            self._fail(
-                flow,
-                record,
-                400,
-                f"provider {provider.name} has no OpenAI-compatible API for the gateway to "
-                f"call; reach it through the forward proxy with its own SDK",
-                "provider_not_compatible",
-            )
-            return
-        record.routed_model = upstream_model
+            if record.endpoint != "chat.completions" or self.bridge is None:
+                self._fail(
+                    flow,
+                    record,
+                    400,
+                    f"provider {provider.name} has no OpenAI-compatible API; FlowGate translates "
+                    f"only chat completions for it (this was {record.endpoint})",
+                    "provider_not_compatible",
+                )
+                return None
+            if self.bridge.port is None:
+                return self._bridged_later(flow, record, body, api_path, query, provider)
+            compatible = self.bridge.endpoint(provider)
+            flow.request.headers[BRIDGE_TOKEN_HEADER] = self.bridge.token
         if body is not None and upstream_model and upstream_model != body.get("model"):
             body["model"] = upstream_model
             record.body_changed = True
         self._prepare(flow, record, compatible, body, api_path, query)
         self._send_to(flow, record, compatible, api_path, query)
+        if compatible is not provider.openai_compatible:
+            record.host = provider.upstream.host  # the bridge is FlowGate; log where it went
+        return None
+
+    async def _bridged_later(
+        self,
+        flow: http.HTTPFlow,
+        record: CallRecord,
+        body: dict[str, Any] | None,
+        api_path: str,
+        query: str,
+        provider: Provider,
+    ) -> None:
+        assert self.bridge is not None
+        await self.bridge.start()
+        self._forward(flow, record, body, api_path, query, provider, record.routed_model)
 
     def _refresh_models(self) -> None:
         self.models = model_list(self.resolver, self.router)
@@ -384,6 +418,20 @@ class Gateway:
         record.local = True
         record.error = message
         flow.response = error_response(status, message, code)
+
+
+def _then(
+    pending: Awaitable[None] | None, record: CallRecord
+) -> CallRecord | Awaitable[CallRecord]:
+    """The record now, or once the pending step (starting the bridge) is done."""
+    if pending is None:
+        return record
+
+    async def finish() -> CallRecord:
+        await pending
+        return record
+
+    return finish()
 
 
 def _pop_flowgate_headers(headers: http.Headers) -> dict[str, str]:

@@ -90,6 +90,11 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_PROVIDER = "openai"
+# How each wire format carries its key, for custom providers of that format.
+API_AUTH: dict[str, dict[str, Any]] = {
+    "anthropic": {"auth_header": "x-api-key", "auth_prefix": ""},
+    "gemini": {"auth_header": "x-goog-api-key", "auth_prefix": "", "auth_query": "key"},
+}
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,13 @@ class ProviderRegistry:
                 override = configured[name].model_dump(exclude_unset=True)
                 if "models" in override:
                     override["models"] = tuple(override["models"])
-                spec.update({k: v for k, v in override.items() if v is not None})
+                if override.pop("openai_compatible", True) is False:
+                    override["openai_path"] = None  # chat completions go through LiteLLM
+                if name not in BUILTIN_PROVIDERS:  # a custom provider speaks its format's auth
+                    spec.update(API_AUTH.get(override.get("api", "openai"), {}))
+                spec.update(
+                    {k: v for k, v in override.items() if k == "openai_path" or v is not None}
+                )
             providers[name] = Provider(name=name, **spec)
         return cls(providers)
 

@@ -219,7 +219,15 @@ class FakeProvider:
                 fake._record(self, body)
                 path, _, query = self.path.partition("?")
                 if "/anthropic/" in path and path.endswith("/messages"):
-                    if body.get("stream"):
+                    if body.get("model") == "fail-500":
+                        self._json(
+                            500,
+                            {
+                                "type": "error",
+                                "error": {"type": "api_error", "message": "Internal server error"},
+                            },
+                        )
+                    elif body.get("stream"):
                         self._stream(formats.anthropic_stream_events(body))
                     else:
                         self._json(200, formats.anthropic_message(body))

@@ -88,9 +88,10 @@ def test_token_in_x_api_key_header(gate):
 
 
 def test_expired_token(gate):
+    # Only the refusal after expiry is checked: a first call "in time" would race the clock
+    # on a busy machine (tokens with a long life are accepted in every other test).
     token = gate.tokens.create("short-lived", ttl=timedelta(seconds=1))
-    assert ask(gate, token).choices
-    time.sleep(1.5)
+    time.sleep(1.2)
     assert refused(gate, token)["code"] == "token_expired"
 
 
