@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from mitmproxy import http
@@ -40,6 +41,17 @@ FLOWGATE_HEADER_PREFIX = b"x-flowgate-"
 API_PREFIX = "/v1"
 # Endpoints whose request body must be a JSON object naming a model.
 MODEL_ENDPOINTS = {"chat.completions", "embeddings", "completions", "responses"}
+
+
+@dataclass(slots=True)
+class Call:
+    """One gateway request on its way through the decision steps."""
+
+    flow: http.HTTPFlow
+    record: CallRecord
+    body: dict[str, Any] | None
+    api_path: str
+    query: str
 
 
 class Gateway:
@@ -98,8 +110,9 @@ class Gateway:
         if endpoint in MODEL_ENDPOINTS and request.method == "POST" and not model:
             self._fail(flow, record, 400, "you must provide a model parameter", "missing_model")
             return record
+        call = Call(flow, record, body, api_path, query)
         if not model:  # files, batches …: the default provider's business
-            self._forward(flow, record, body, api_path, query, self.registry.default, None)
+            self._forward(call, self.registry.default, None)
             return record  # not chat completions: never bridged
         if skill := self._skill_model(record):
             model = skill
@@ -124,10 +137,8 @@ class Gateway:
             else:
                 decision = self.router.decide(body)
                 if isinstance(decision, Decision):
-                    return _then(
-                        self._routed(flow, record, body, api_path, query, decision), record
-                    )
-                return self._routed_later(flow, record, body, api_path, query, decision)
+                    return _then(self._routed(call, decision), record)
+                return self._routed_later(call, decision)
         elif model == ALIAS:
             self._fail(
                 flow,
@@ -143,37 +154,20 @@ class Gateway:
             self._fail(flow, record, 400, unknown_model_message(model), "model_not_found")
             return record
         provider, upstream_model = found
-        return _then(
-            self._forward(flow, record, body, api_path, query, provider, upstream_model), record
-        )
+        return _then(self._forward(call, provider, upstream_model), record)
 
-    async def _routed_later(
-        self,
-        flow: http.HTTPFlow,
-        record: CallRecord,
-        body: dict[str, Any],
-        api_path: str,
-        query: str,
-        pending: Awaitable[Decision],
-    ) -> CallRecord:
-        if bridging := self._routed(flow, record, body, api_path, query, await pending):
+    async def _routed_later(self, call: Call, pending: Awaitable[Decision]) -> CallRecord:
+        if bridging := self._routed(call, await pending):
             await bridging
-        return record
+        return call.record
 
-    def _routed(
-        self,
-        flow: http.HTTPFlow,
-        record: CallRecord,
-        body: dict[str, Any],
-        api_path: str,
-        query: str,
-        decision: Decision,
-    ) -> Awaitable[None] | None:
+    def _routed(self, call: Call, decision: Decision) -> Awaitable[None] | None:
+        record = call.record
         requested = record.requested_model
         try:
             model, provider, upstream_model = self.router.target(decision)
         except LookupError as exc:
-            self._fail(flow, record, 503, str(exc), "routing_target_unknown")
+            self._fail(call.flow, record, 503, str(exc), "routing_target_unknown")
             return None
         record.decision = decision
         record.tier = decision.tier
@@ -187,23 +181,17 @@ class Gateway:
         # A client's own key is for the provider it asked for, never for one routing chose.
         own = self.resolver.resolve(requested) if requested and requested != ALIAS else None
         record.client_key_ok = own is not None and own[0].name == provider.name
-        return self._forward(flow, record, body, api_path, query, provider, upstream_model)
+        return self._forward(call, provider, upstream_model)
 
     def _forward(
-        self,
-        flow: http.HTTPFlow,
-        record: CallRecord,
-        body: dict[str, Any] | None,
-        api_path: str,
-        query: str,
-        provider: Provider,
-        upstream_model: str | None,
+        self, call: Call, provider: Provider, upstream_model: str | None
     ) -> Awaitable[None] | None:
         """Send a gateway call (OpenAI format) to the provider's OpenAI-compatible API.
 
         Providers without one get chat completions through the LiteLLM bridge, which
         may have to start first (the returned awaitable).
         """
+        flow, record, body = call.flow, call.record, call.body
         record.routed_model = upstream_model
         compatible = provider.openai_compatible
         if compatible is None:
@@ -218,30 +206,22 @@ class Gateway:
                 )
                 return None
             if self.bridge.port is None:
-                return self._bridged_later(flow, record, body, api_path, query, provider)
+                return self._bridged_later(call, provider)
             compatible = self.bridge.endpoint(provider)
             flow.request.headers[BRIDGE_TOKEN_HEADER] = self.bridge.token
         if body is not None and upstream_model and upstream_model != body.get("model"):
             body["model"] = upstream_model
             record.body_changed = True
-        self._prepare(flow, record, compatible, body, api_path, query)
-        self._send_to(flow, record, compatible, api_path, query)
+        self._prepare(flow, record, compatible, body, call.api_path, call.query)
+        self._send_to(flow, record, compatible, call.api_path, call.query)
         if compatible is not provider.openai_compatible:
             record.host = provider.upstream.host  # the bridge is FlowGate; log where it went
         return None
 
-    async def _bridged_later(
-        self,
-        flow: http.HTTPFlow,
-        record: CallRecord,
-        body: dict[str, Any] | None,
-        api_path: str,
-        query: str,
-        provider: Provider,
-    ) -> None:
+    async def _bridged_later(self, call: Call, provider: Provider) -> None:
         assert self.bridge is not None
         await self.bridge.start()
-        self._forward(flow, record, body, api_path, query, provider, record.routed_model)
+        self._forward(call, provider, call.record.routed_model)
 
     def _refresh_models(self) -> None:
         self.models = model_list(self.resolver, self.router)

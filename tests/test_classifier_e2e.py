@@ -114,37 +114,28 @@ def test_the_mf_router_picks_the_tier(
     assert row["score"] == pytest.approx(win_rate, abs=1e-3) and win_rate >= 0.8
 
 
-def test_a_failing_router_falls_back_to_the_scorer(
-    classified: RunningFlowGate, embeddings: FakeEmbeddings
+@pytest.mark.parametrize(
+    ("fault", "value", "fallback"),
+    [
+        ("status", 500, "classifier raised InternalServerError"),  # the router raises
+        ("delay", 3, "classifier took longer than 500 ms"),  # past the time budget
+    ],
+)
+def test_a_failing_or_slow_router_falls_back_to_the_scorer(
+    classified: RunningFlowGate, embeddings: FakeEmbeddings, fault: str, value: int, fallback: str
 ) -> None:
     wait_for_classifier(classified)
-    embeddings.status = 500
+    healthy = getattr(embeddings, fault)
+    setattr(embeddings, fault, value)
     try:
-        route = ask(classified, SHORT, "mf-raises")
+        route = ask(classified, SHORT, f"mf-{fault}")
     finally:
-        embeddings.status = 200
-    assert route["strategy"] == "complexity"
-    assert route["fallback"].startswith("classifier raised InternalServerError")
-    [row] = classified.wait_rows("session = 'mf-raises'")
-    assert row["status"] == 200 and row["strategy"] == "complexity"
-    assert row["route_fallback"].startswith("classifier raised InternalServerError")
+        setattr(embeddings, fault, healthy)
+    assert route["strategy"] == "complexity" and route["fallback"].startswith(fallback)
+    [row] = classified.wait_rows("session = ?", (f"mf-{fault}",))
+    assert (row["status"], row["strategy"], row["tier"]) == (200, "complexity", "SIMPLE")
+    assert row["route_fallback"].startswith(fallback)
     assert EMBEDDINGS_KEY not in row["route_fallback"]
-
-
-def test_a_slow_router_falls_back_within_its_budget(
-    classified: RunningFlowGate, embeddings: FakeEmbeddings
-) -> None:
-    wait_for_classifier(classified)
-    embeddings.delay = 3
-    try:
-        route = ask(classified, SHORT, "mf-slow")
-    finally:
-        embeddings.delay = 0
-    assert route["strategy"] == "complexity"
-    assert route["fallback"] == "classifier took longer than 500 ms"
-    [row] = classified.wait_rows("session = 'mf-slow'")
-    assert row["status"] == 200 and row["route_fallback"] == "classifier took longer than 500 ms"
-    assert row["tier"] == "SIMPLE"  # the scorer's answer for "hi"
 
 
 def test_without_the_extra_every_request_is_routed_by_the_scorer(

@@ -71,7 +71,7 @@ def routing_config(fake: FakeProvider, strategy: str = "complexity") -> dict:
         "smart_router": {
             "enabled": True,
             "strategy": strategy,
-            "tiers": TIERS,
+            "tiers": dict(TIERS),
             "route_models": ["gpt-4o"],
         },
     }
