@@ -15,7 +15,7 @@ from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.resolve import ModelResolver
 from flowgate_addon.routing import Decision
-from flowgate_addon.routing.complexity import ComplexityScorer
+from flowgate_addon.routing.complexity import REASONING_LIFT, ComplexityScorer
 from flowgate_addon.routing.router import Router
 
 
@@ -110,10 +110,18 @@ def explain(decision: Decision, weights: dict[str, float], thresholds: dict[str,
     strongest = ", ".join(
         f"{name} {decision.dimensions[name]:.2f}" for share, name in drivers[:3] if share > 0
     )
+    total = sum(weights.get(name, 0) for name in decision.dimensions) or 1
+    mean = sum(weights.get(n, 0) * v for n, v in decision.dimensions.items()) / total
+    how = f"score {decision.score:.3f} is the weighted mean of the dimensions"
+    if decision.score > round(mean, 3) + 0.001:  # the scorer's reasoning rule
+        how = (
+            f"the weighted mean is {mean:.3f}, but reasoning {decision.dimensions['reasoning']:.2f}"
+            f" (at least {REASONING_LIFT}) lifts the score to {decision.score:.3f}"
+        )
     return (
-        f"score {decision.score:.3f} is the weighted mean of the dimensions"
+        how
         + (f" (strongest: {strongest})" if strongest else " (no signal found)")
-        + f": {where}."
+        + (f": {where}.")
     )
 
 

@@ -328,7 +328,7 @@ def test_flowgate_route_explains_without_sending(
     assert shown.returncode == 0, shown.stderr
     assert "tier:       REASONING" in shown.stdout
     assert "model:      o1  (provider openai)" in shown.stdout
-    assert "reasoning" in shown.stdout and "why:" in shown.stdout
+    assert "why:" in shown.stdout and "lifts the score" in shown.stdout
     as_json = flowgate_cli(routed, "route", "--json", "hi")
     decision = json.loads(as_json.stdout)
     assert (decision["tier"], decision["model"], decision["provider"]) == (
