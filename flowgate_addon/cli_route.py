@@ -12,11 +12,13 @@ from flowgate_addon.catalog import Catalog
 from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import Settings
 from flowgate_addon.pricing import PriceBook
-from flowgate_addon.providers import ProviderRegistry
+from flowgate_addon.providers import Provider, ProviderRegistry
 from flowgate_addon.resolve import ModelResolver
 from flowgate_addon.routing import Decision
 from flowgate_addon.routing.complexity import REASONING_LIFT, ComplexityScorer
 from flowgate_addon.routing.router import Router
+from flowgate_addon.security.credentials import unlock_vault
+from flowgate_addon.security.vault import Vault
 
 
 @click.command()
@@ -165,7 +167,7 @@ def _router(settings: Settings) -> Router | None:
             options.thresholds,
             options.timeout_ms,
             embeddings_base_url=compatible.base_url if compatible else None,
-            embeddings_api_key=provider.api_key if provider else None,
+            embeddings_api_key=_own_key(settings, provider) if provider else None,
             embedding_model=options.embedding_model,
         )
         classifier.start()
@@ -174,3 +176,13 @@ def _router(settings: Settings) -> Router | None:
         return Router(settings.smart_router, resolver, classifier)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _own_key(settings: Settings, provider: Provider) -> str | None:
+    """FlowGate's key for a provider, as the running proxy finds it (never a prompt)."""
+    if provider.api_key:
+        return provider.api_key
+    vault = Vault(settings.security.vault_path)
+    if unlock_vault(vault, settings.security.master_key_path) or not vault.unlocked:
+        return None
+    return vault.get(provider.name)

@@ -320,6 +320,35 @@ def test_catalog_sync_teaches_the_running_proxy_new_models(
     assert "deepseek-chat" in listing.stdout and "$0.28" in listing.stdout
 
 
+def test_catalog_sync_uses_the_vault_key(fake_provider: FakeProvider, tmp_path) -> None:
+    groq = {"groq": {"base_url": f"{fake_provider.base_url}/groq/openai/v1"}}
+    config = write_config(tmp_path, fake_provider, {"providers": groq})
+    env = {
+        **os.environ,
+        "FLOWGATE_HOME": str(tmp_path / "home"),
+        "FAKE_LOCAL_KEY": "x",
+        "FLOWGATE_MASTER_PASSWORD": "correct horse battery staple",
+        "GROQ_KEY": "gsk-from-the-vault",
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [FLOWGATE, *args, "--config", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    assert cli("add-key", "groq", "--from-env", "GROQ_KEY").returncode == 0
+    synced = cli("catalog", "sync", "groq")
+    assert synced.returncode == 0, synced.stderr
+    assert "groq         1 models" in synced.stdout
+    assert fake_provider.last("/groq/openai/v1/models").headers["authorization"] == (
+        "Bearer gsk-from-the-vault"
+    )
+    assert "gpt-4o-mini" in cli("catalog", "list", "groq").stdout
+    env["FLOWGATE_MASTER_PASSWORD"] = "wrong password"
+    refused = cli("catalog", "sync", "groq")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "gsk-from-the-vault" not in refused.stdout + refused.stderr
+
+
 def test_flowgate_route_explains_without_sending(
     routed: RunningFlowGate, fake_provider: FakeProvider
 ) -> None:
