@@ -22,6 +22,8 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
+from flowgate_addon import rollup
+
 log = logging.getLogger("flowgate.store")
 
 migrations = Migrations("flowgate")
@@ -108,6 +110,13 @@ def m004_models(db: sqlite_utils.Database) -> None:
     db["models"].create_index(["model"])
 
 
+@migrations()
+def m005_rollups(db: sqlite_utils.Database) -> None:
+    """Hourly usage and latency rollups for the dashboards, filled from existing rows."""
+    rollup.create_tables(db.conn)
+    rollup.backfill(db.conn, _INSERT_COLUMNS)
+
+
 # Columns that later migrations add, so that m001 creates the original table.
 _ADDED_LATER = {"cache_write_tokens", "route", "route_fallback"}
 
@@ -159,6 +168,7 @@ class LogWriter:
         self._stop = object()
         self._thread: threading.Thread | None = None
         self._db: sqlite_utils.Database | None = None
+        self._rollup = rollup.RollupBatch(_INSERT_COLUMNS)
 
     def start(self) -> None:
         self._db = open_db(self.path)
@@ -240,8 +250,9 @@ class LogWriter:
             rows = list(self._backlog)
             try:
                 assert self._db is not None
-                with self._db.conn:
+                with self._db.conn:  # rows and rollups in one transaction: always agree
                     self._db.conn.executemany(_INSERT_SQL, rows)
+                    self._rollup.apply(self._db.conn, rows)
             except sqlite3.Error as exc:
                 self.failed_batches += 1
                 log.warning(

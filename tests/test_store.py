@@ -25,7 +25,13 @@ def test_schema_is_migrated_once_and_in_wal(tmp_path):
     db.conn.close()
     db = open_db(path)  # re-opening applies nothing twice
     names = [r[0] for r in db.execute("SELECT name FROM _sqlite_migrations")]
-    assert names == ["m001_requests", "m002_cache_write_tokens", "m003_routing", "m004_models"]
+    assert names == [
+        "m001_requests",
+        "m002_cache_write_tokens",
+        "m003_routing",
+        "m004_models",
+        "m005_rollups",
+    ]
 
 
 def test_a_database_from_the_first_schema_is_migrated(tmp_path):
