@@ -14,9 +14,18 @@ from pathlib import Path
 
 import click
 
-from flowgate_addon import __version__, cli_catalog, cli_route, cli_tokens, cli_vault, trust
+from flowgate_addon import (
+    __version__,
+    cli_catalog,
+    cli_route,
+    cli_tokens,
+    cli_vault,
+    trust,
+    ui_metadata,
+)
 from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import CONFIG_ENV, Settings, config_path
+from flowgate_addon.paths import data_dir
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.security import credentials
 from flowgate_addon.security.access import Access, is_loopback
@@ -256,6 +265,10 @@ def ui_command(settings: Settings) -> list[str]:
         "3000",
         "--plugins-dir",
         str(plugins_dir()),
+        "--metadata",
+        str(
+            ui_metadata.write_metadata(settings.database.path, data_dir() / "ui" / "metadata.json")
+        ),
     ]
 
 

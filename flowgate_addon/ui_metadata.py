@@ -1,0 +1,66 @@
+"""The Datasette UI's metadata: FlowGate's dashboards, bound to the log database.
+
+The dashboards live in `config/dashboards.yaml` as readable YAML; here their
+placeholders are filled in (the database's name in Datasette, the time-range
+filter, percentile queries over the latency histograms) and the result is
+written where `datasette --metadata` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DASHBOARDS_FILE = Path(__file__).resolve().parent.parent / "config" / "dashboards.yaml"
+
+# Rollup hours in the chosen period: date_start/date_end (YYYY-MM-DD) when given, else
+# the last 24 hours, 7 days or 30 days.
+RANGE = (
+    "(hour >= coalesce(nullif(:date_start, ''), strftime('%Y-%m-%dT%H', 'now', "
+    "CASE :period WHEN '24h' THEN '-24 hours' WHEN '30d' THEN '-30 days' "
+    "ELSE '-7 days' END)) AND (:date_end = '' OR hour < :date_end || 'T24'))"
+)
+# A percentile from the histogram: the first bucket where the running count reaches it.
+PERCENTILE = (
+    "WITH h AS (SELECT bucket, sum(n) AS n FROM latency_hourly "
+    "WHERE kind = '{kind}' AND {range} GROUP BY bucket), "
+    "c AS (SELECT bucket, sum(n) OVER (ORDER BY bucket) AS seen, sum(n) OVER () AS total "
+    "FROM h) "
+    "SELECT coalesce(CAST(round(bucket_ms(min(bucket))) AS INTEGER), '-') AS value "
+    "FROM c WHERE seen >= {fraction} * total"
+)
+_PERCENTILE_REF = re.compile(r"\{percentile:(latency|ttft):([01]\.\d+)\}")
+
+
+def dashboards(db_name: str, source: Path = DASHBOARDS_FILE) -> dict[str, Any]:
+    """The datasette-dashboards config, placeholders filled in."""
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
+    for dashboard in config.values():
+        for chart in dashboard.get("charts", {}).values():
+            chart["db"] = chart.get("db", "{db}").replace("{db}", db_name)
+            query = _PERCENTILE_REF.sub(
+                lambda m: PERCENTILE.format(kind=m.group(1), fraction=m.group(2), range="{range}"),
+                chart.get("query", ""),
+            )
+            chart["query"] = query.replace("{range}", RANGE)
+    return config
+
+
+def metadata(db_path: Path) -> dict[str, Any]:
+    """Datasette metadata for FlowGate's log database."""
+    return {
+        "title": "FlowGate",
+        "description": "Every LLM call through FlowGate: tokens, dollars, latency, routing.",
+        "plugins": {"datasette-dashboards": dashboards(db_path.stem)},
+    }
+
+
+def write_metadata(db_path: Path, target: Path) -> Path:
+    """Write the metadata file `datasette --metadata` reads; returns its path."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(metadata(db_path), indent=2), encoding="utf-8")
+    return target
