@@ -260,9 +260,11 @@ def ui_command(settings: Settings) -> list[str]:
         server.host,
         "--port",
         str(server.ui_port),
-        "--setting",
-        "sql_time_limit_ms",
-        "3000",
+        *(
+            arg
+            for name, value in ui_metadata.SETTINGS.items()
+            for arg in ("--setting", name, str(value).lower() if value is False else str(value))
+        ),
         "--plugins-dir",
         str(plugins_dir()),
         "--metadata",

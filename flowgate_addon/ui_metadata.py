@@ -33,6 +33,10 @@ PERCENTILE = (
     "SELECT coalesce(CAST(round(bucket_ms(min(bucket))) AS INTEGER), '-') AS value "
     "FROM c WHERE seen >= {fraction} * total"
 )
+# Datasette settings for the log: facet suggestions scan every column of every row, which
+# takes seconds on a big log; the useful facets are configured instead (REQUEST_FACETS).
+SETTINGS: dict[str, Any] = {"suggest_facets": False, "sql_time_limit_ms": 3000}
+REQUEST_FACETS = ["provider", "routed_model", "tier", "status", "caller"]
 _PERCENTILE_REF = re.compile(r"\{percentile:(latency|ttft):([01]\.\d+)\}")
 
 
@@ -55,6 +59,13 @@ def metadata(db_path: Path) -> dict[str, Any]:
     return {
         "title": "FlowGate",
         "description": "Every LLM call through FlowGate: tokens, dollars, latency, routing.",
+        "databases": {
+            db_path.stem: {
+                "tables": {
+                    "requests": {"facets": REQUEST_FACETS, "sort_desc": "id"},
+                }
+            }
+        },
         "plugins": {"datasette-dashboards": dashboards(db_path.stem)},
     }
 

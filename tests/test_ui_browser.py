@@ -1,0 +1,209 @@
+"""FlowGate's log browser in a real Chromium: a real `flowgate ui` over a log database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import yaml
+from browser import browser, chart_rendered, open_page, screenshot  # noqa: F401 (fixture)
+from conftest import FLOWGATE, free_port
+
+from flowgate_addon.store import open_db
+
+ROWS = [
+    {
+        "ts": "2026-11-24T04:08:54.286Z",
+        "mode": "gateway",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "endpoint": "chat.completions",
+        "requested_model": "gpt-4o-mini",
+        "routed_model": "gpt-4o-mini",
+        "provider": "openai",
+        "status": 200,
+        "stream": 0,
+        "prompt_tokens": 12345,
+        "completion_tokens": 678,
+        "total_tokens": 13023,
+        "usage_source": "provider",
+        "cost_usd": 0.000123456,
+        "latency_ms": 1234.56,
+        "caller": "alice",
+        "prompt": "Summarise the quarterly report",
+        "response": "Revenue grew.",
+    },
+    {
+        "ts": "2026-11-24T04:09:10.000Z",
+        "mode": "proxy",
+        "method": "POST",
+        "path": "/v1/messages",
+        "endpoint": "messages",
+        "host": "api.anthropic.com",
+        "requested_model": "claude-sonnet-4",
+        "routed_model": "claude-sonnet-4",
+        "provider": "anthropic",
+        "status": 200,
+        "stream": 1,
+        "prompt_tokens": 2000,
+        "completion_tokens": 150,
+        "cached_tokens": 1024,
+        "total_tokens": 2150,
+        "usage_source": "provider",
+        "cost_usd": 2.5,
+        "latency_ms": 800.0,
+        "ttft_ms": 120.5,
+        "caller": "bob",
+    },
+    {
+        "ts": "2026-11-24T04:10:00.000Z",
+        "mode": "gateway",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "endpoint": "chat.completions",
+        "requested_model": "auto",
+        "routed_model": "local-model",
+        "provider": "local",
+        "status": 500,
+        "error": "upstream exploded",
+        "tier": "simple",
+        "strategy": "heuristic",
+        "latency_ms": 15.0,
+        "caller": "alice",
+    },
+]
+
+
+@dataclass
+class RunningUI:
+    process: subprocess.Popen[bytes]
+    url: str
+    db_path: Path
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory) -> Iterator[RunningUI]:
+    """`flowgate ui` serving a log database with ROWS in it."""
+    directory = tmp_path_factory.mktemp("ui")
+    db_path = directory / "flowgate.db"
+    db = open_db(db_path)
+    db["requests"].insert_all(ROWS)
+    db.conn.close()
+    port = free_port()
+    config_path = directory / "flowgate.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "database": {"path": str(db_path)},
+                "server": {"host": "127.0.0.1", "ui_port": port},
+            }
+        )
+    )
+    log_path = directory / "ui.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [FLOWGATE, "ui", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "FLOWGATE_HOME": str(directory / "home")},
+            cwd=directory,
+        )
+    running = RunningUI(process, f"http://127.0.0.1:{port}", db_path, log_path)
+    try:
+        _wait_until_up(running)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_up(ui: RunningUI, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ui.process.poll() is not None:
+            raise AssertionError(f"flowgate ui exited early:\n{ui.output()}")
+        try:
+            if httpx.get(f"{ui.url}/-/versions.json", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"flowgate ui did not answer on {ui.url}:\n{ui.output()}")
+
+
+def test_index_page_lists_the_log_database(browser, ui):  # noqa: F811
+    page, errors = open_page(browser, f"{ui.url}/")
+    try:
+        # The log database, and its requests table among the tables it lists.
+        page.locator('h2 a[href="/flowgate"]').wait_for()
+        assert page.locator('a[href="/flowgate/requests"]').inner_text() == "requests"
+        screenshot(page, "ui-index")
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+def test_requests_table_shows_the_rows(browser, ui):  # noqa: F811
+    page, errors = open_page(browser, f"{ui.url}/flowgate/requests")
+    try:
+        rows = page.locator("table.rows-and-columns tbody tr")
+        rows.first.wait_for()
+        assert rows.count() == len(ROWS)
+        assert page.locator("h3").first.inner_text().startswith("3 rows")
+
+        text = page.locator("table.rows-and-columns").inner_text()
+        for model in ("gpt-4o-mini", "claude-sonnet-4", "local-model"):
+            assert model in text
+        assert "upstream exploded" in text
+        # FlowGate's cell plugin: dollars, thousands separators, milliseconds.
+        for shown in ("$0.000123", "$2.50", "12,345", "1,234.6 ms"):
+            assert shown in text, shown
+
+        screenshot(page, "ui-requests-table")
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+def test_helpers_see_page_errors_and_charts(browser):  # noqa: F811
+    """The helpers themselves: what open_page reports, and what chart_rendered accepts."""
+    html = """<!doctype html><title>t</title>
+    <div id="svg-chart"><svg width="100" height="50"><rect width="40" height="20"/></svg></div>
+    <div id="canvas-chart"><canvas width="60" height="30"></canvas></div>
+    <div id="empty-chart"><svg width="100" height="50"></svg></div>
+    <img src="http://example.com/outside.png">
+    <script>
+      const c = document.querySelector("canvas").getContext("2d");
+      c.fillRect(0, 0, 10, 10);
+      console.error("broken on purpose");
+    </script>"""
+    page, errors = open_page(browser, "data:text/html," + quote(html))
+    try:
+        assert chart_rendered(page, "#svg-chart")
+        assert chart_rendered(page, "#canvas-chart")
+        with pytest.raises(AssertionError, match="no chart rendered in '#empty-chart'"):
+            chart_rendered(page, "#empty-chart", timeout_ms=300)
+        with page.expect_event("pageerror"):
+            page.evaluate("setTimeout(() => { throw new Error('uncaught on purpose'); })")
+        assert any("broken on purpose" in e for e in errors), errors
+        assert any("uncaught on purpose" in e for e in errors), errors
+        # Nothing outside this machine is reachable from a page: it fails, and is reported.
+        assert any("request failed" in e and "example.com" in e for e in errors), errors
+    finally:
+        page.context.close()
