@@ -76,9 +76,9 @@ def test_the_dashboard_page_loads(ds):
 @pytest.mark.parametrize(
     ("period", "requests", "tokens_in", "tokens_out", "cost", "saved", "errors"),
     [
-        ("24h", 2, 300, 10, "0.25", "1.00", "50.0"),
-        ("7d", 3, 600, 40, "1.75", "1.00", "33.3"),
-        ("30d", 4, 5600, 540, "10.75", "1.00", "25.0"),
+        ("24h", "2", "300", "10", "0.25", "1.00", "50.0"),
+        ("7d", "3", "600", "40", "1.75", "1.00", "33.3"),
+        ("30d", "4", "5,600", "540", "10.75", "1.00", "25.0"),
     ],
 )
 def test_overview_figures_per_period(
@@ -94,7 +94,7 @@ def test_overview_figures_per_period(
 
 def test_a_date_range_overrides_the_period(ds):
     day = (NOW - timedelta(hours=72)).strftime("%Y-%m-%d")
-    assert metric(ds, "requests", period="24h", date_start=day, date_end=day) == 1
+    assert metric(ds, "requests", period="24h", date_start=day, date_end=day) == "1"
     assert metric(ds, "cost", period="24h", date_start=day, date_end=day) == "1.50"
 
 

@@ -16,7 +16,8 @@ import yaml
 from browser import browser, chart_rendered, open_page, screenshot  # noqa: F401 (fixture)
 from conftest import FLOWGATE, free_port
 
-from flowgate_addon.store import open_db
+from flowgate_addon.record import iso
+from flowgate_addon.store import LogWriter
 
 ROWS = [
     {
@@ -97,9 +98,11 @@ def ui(tmp_path_factory) -> Iterator[RunningUI]:
     """`flowgate ui` serving a log database with ROWS in it."""
     directory = tmp_path_factory.mktemp("ui")
     db_path = directory / "flowgate.db"
-    db = open_db(db_path)
-    db["requests"].insert_all(ROWS)
-    db.conn.close()
+    writer = LogWriter(db_path, lambda row: row, flush_interval=0.01)  # rows and rollups
+    writer.start()
+    for minutes_ago, row in zip((50, 40, 30), ROWS, strict=True):
+        writer.submit({**row, "ts": iso(time.time() - minutes_ago * 60)})
+    writer.stop()
     port = free_port()
     config_path = directory / "flowgate.yaml"
     config_path.write_text(
@@ -176,6 +179,21 @@ def test_requests_table_shows_the_rows(browser, ui):  # noqa: F811
             assert shown in text, shown
 
         screenshot(page, "ui-requests-table")
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+def test_overview_dashboard_draws_its_charts(browser, ui):  # noqa: F811
+    page, errors = open_page(browser, f"{ui.url}/-/dashboards/overview?period=7d")
+    try:
+        for chart in ("cost-by-model", "tokens-by-provider", "tiers-over-time"):
+            assert chart_rendered(page, f"#chart-{chart}")
+        page.locator("#chart-requests", has_text="3").wait_for()
+        page.locator("#chart-prompt-tokens", has_text="14,345").wait_for()
+        page.locator("#chart-cost", has_text="$2.50").wait_for()
+        page.locator("#chart-error-rate", has_text="33.3 %").wait_for()
+        screenshot(page, "ui-dashboard-overview")
         assert errors == []
     finally:
         page.context.close()
