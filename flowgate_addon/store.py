@@ -117,6 +117,13 @@ def m005_rollups(db: sqlite_utils.Database) -> None:
     rollup.backfill(db.conn, _INSERT_COLUMNS)
 
 
+@migrations()
+def m006_ranking_indexes(db: sqlite_utils.Database) -> None:
+    """The dashboards' top-20 lists: most expensive, largest, slowest, over-routed."""
+    for column in ("cost_usd", "prompt_tokens", "latency_ms", "saved_usd"):
+        db["requests"].create_index([column])
+
+
 # Columns that later migrations add, so that m001 creates the original table.
 _ADDED_LATER = {"cache_write_tokens", "route", "route_fallback"}
 

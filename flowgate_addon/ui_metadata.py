@@ -24,6 +24,8 @@ RANGE = (
     "CASE :period WHEN '24h' THEN '-24 hours' WHEN '30d' THEN '-30 days' "
     "ELSE '-7 days' END)) AND (:date_end = '' OR hour < :date_end || 'T24'))"
 )
+# The same period on the log's own `ts` column (ISO text sorts like time).
+TS_RANGE = RANGE.replace("hour >=", "ts >=").replace("OR hour <", "OR ts <")
 # A percentile from the histogram: the first bucket where the running count reaches it.
 PERCENTILE = (
     "WITH h AS (SELECT bucket, sum(n) AS n FROM latency_hourly "
@@ -50,7 +52,7 @@ def dashboards(db_name: str, source: Path = DASHBOARDS_FILE) -> dict[str, Any]:
                 lambda m: PERCENTILE.format(kind=m.group(1), fraction=m.group(2), range="{range}"),
                 chart.get("query", ""),
             )
-            chart["query"] = query.replace("{range}", RANGE)
+            chart["query"] = query.replace("{ts_range}", TS_RANGE).replace("{range}", RANGE)
     return config
 
 

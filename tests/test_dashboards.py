@@ -30,8 +30,9 @@ ROWS = [
      "error": "overloaded", "prompt_tokens": 200, "completion_tokens": 0, "cost_usd": 0.0,
      "latency_ms": 1000.0, "ttft_ms": None, "tier": None},
     {"ts": at(72), "provider": "openai", "routed_model": "gpt-4o", "status": 200,
-     "prompt_tokens": 300, "completion_tokens": 30, "cost_usd": 1.5, "saved_usd": None,
-     "latency_ms": 400.0, "ttft_ms": 90.0, "tier": "COMPLEX"},
+     "requested_model": "gpt-4o-mini", "prompt_tokens": 300, "completion_tokens": 30,
+     "cost_usd": 1.5, "saved_usd": -0.5, "latency_ms": 400.0, "ttft_ms": 90.0,
+     "tier": "COMPLEX", "caller": "ci"},
     {"ts": at(480), "provider": "openai", "routed_model": "gpt-4o", "status": 200,
      "prompt_tokens": 5000, "completion_tokens": 500, "cost_usd": 9.0,
      "latency_ms": 50.0, "ttft_ms": 20.0},
@@ -53,8 +54,8 @@ def get(ds, path: str):
     return asyncio.run(ds.client.get(path))
 
 
-def chart_rows(ds, chart: str, **filters: str) -> list[dict]:
-    config = ds.plugin_config("datasette-dashboards")["overview"]["charts"][chart]
+def chart_rows(ds, chart: str, dashboard: str = "overview", **filters: str) -> list[dict]:
+    config = ds.plugin_config("datasette-dashboards")[dashboard]["charts"][chart]
     params = {"sql": config["query"], "_shape": "objects", **filters}
     response = get(ds, f"/{config['db']}.json?{urlencode(params)}")
     assert response.status_code == 200, response.text
@@ -66,10 +67,13 @@ def metric(ds, chart: str, **filters: str):
     return row["value"]
 
 
-def test_the_dashboard_page_loads(ds):
-    response = get(ds, "/-/dashboards/overview?period=7d")
+@pytest.mark.parametrize(
+    ("slug", "title"), [("overview", "FlowGate overview"), ("breakdowns", "Where the tokens")]
+)
+def test_the_dashboard_pages_load(ds, slug, title):
+    response = get(ds, f"/-/dashboards/{slug}?period=7d")
     assert response.status_code == 200
-    assert "FlowGate overview" in response.text
+    assert title in response.text
     assert "vega-lite.min.js" in response.text  # served by the plugin, not a CDN
 
 
@@ -77,8 +81,8 @@ def test_the_dashboard_page_loads(ds):
     ("period", "requests", "tokens_in", "tokens_out", "cost", "saved", "errors"),
     [
         ("24h", "2", "300", "10", "0.25", "1.00", "50.0"),
-        ("7d", "3", "600", "40", "1.75", "1.00", "33.3"),
-        ("30d", "4", "5,600", "540", "10.75", "1.00", "25.0"),
+        ("7d", "3", "600", "40", "1.75", "0.50", "33.3"),
+        ("30d", "4", "5,600", "540", "10.75", "0.50", "25.0"),
     ],
 )
 def test_overview_figures_per_period(
@@ -115,3 +119,40 @@ def test_timelines(ds):
     assert sum(r["tokens"] for r in tokens if r["provider"] == "openai") == 440
     tiers = chart_rows(ds, "tiers-over-time", period="7d")
     assert {r["tier"] for r in tiers} == {"SIMPLE", "COMPLEX", "not routed"}
+
+
+def breakdown(ds, chart: str, period: str = "7d") -> list[dict]:
+    return chart_rows(ds, chart, "breakdowns", period=period)
+
+
+def test_breakdowns_by_provider_model_caller_and_tier(ds):
+    assert breakdown(ds, "by-provider") == [
+        {"provider": "openai", "requests": "2", "tokens": "440", "spend": "$1.75",
+         "errors": "0.0 %", "avg_latency": "250 ms"},
+        {"provider": "anthropic", "requests": "1", "tokens": "200", "spend": "$0.00",
+         "errors": "100.0 %", "avg_latency": "1000 ms"},
+    ]  # fmt: skip
+    models = {r["model"]: r["spend"] for r in breakdown(ds, "by-model", "30d")}
+    assert models == {"gpt-4o": "$10.50", "gpt-4o-mini": "$0.25", "claude-sonnet-4-5": "$0.00"}
+    callers = {r["caller"]: r["requests"] for r in breakdown(ds, "by-caller")}
+    assert callers == {"ci": "1", "(no token)": "2"}
+    tiers = {r["tier"]: (r["requests"], r["saved"]) for r in breakdown(ds, "by-tier")}
+    assert tiers == {
+        "SIMPLE": ("1", "$1.00"),
+        "COMPLEX": ("1", "$-0.50"),
+        "(not routed)": ("1", "$0.00"),
+    }
+
+
+def test_the_top_lists(ds):
+    assert [r["cost"] for r in breakdown(ds, "most-expensive", "30d")] == [
+        "$9.0000", "$1.5000", "$0.2500", "$0.0000"
+    ]  # fmt: skip
+    assert [r["prompt_tokens"] for r in breakdown(ds, "largest-prompts")] == [300, 200, 100]
+    assert [r["latency"] for r in breakdown(ds, "slowest", "24h")] == ["1000 ms", "100 ms"]
+    [failing] = breakdown(ds, "failing", "30d")
+    assert (failing["status"], failing["error"]) == (500, "overloaded")
+    [over] = breakdown(ds, "over-routed")
+    assert (over["requested_model"], over["routed_model"], over["extra_cost"]) == (
+        "gpt-4o-mini", "gpt-4o", "$0.5000"
+    )  # fmt: skip

@@ -31,6 +31,7 @@ def test_schema_is_migrated_once_and_in_wal(tmp_path):
         "m003_routing",
         "m004_models",
         "m005_rollups",
+        "m006_ranking_indexes",
     ]
 
 

@@ -73,7 +73,8 @@ ROWS = [
         "routed_model": "local-model",
         "provider": "local",
         "status": 500,
-        "error": "upstream exploded",
+        # Text a client or upstream controls must never become markup in the UI.
+        "error": 'upstream exploded <img src=x onerror="window.pwned = 1">',
         "tier": "simple",
         "strategy": "heuristic",
         "latency_ms": 15.0,
@@ -194,6 +195,22 @@ def test_overview_dashboard_draws_its_charts(browser, ui):  # noqa: F811
         page.locator("#chart-cost", has_text="$2.50").wait_for()
         page.locator("#chart-error-rate", has_text="33.3 %").wait_for()
         screenshot(page, "ui-dashboard-overview")
+        assert errors == []
+    finally:
+        page.context.close()
+
+
+def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: F811
+    page, errors = open_page(browser, f"{ui.url}/-/dashboards/breakdowns?period=7d")
+    try:
+        page.locator("#chart-by-provider td", has_text="anthropic").wait_for()
+        page.locator("#chart-most-expensive td", has_text="$2.5000").wait_for()
+        page.locator("#chart-failing td", has_text="upstream exploded").wait_for()
+        page.locator("#chart-over-routed", has_text="Nothing in this period.").wait_for()
+        cell = page.locator("#chart-failing td", has_text="upstream exploded").inner_text()
+        assert '<img src=x onerror="window.pwned = 1">' in cell  # shown as text
+        assert page.evaluate("window.pwned") is None  # and never run
+        screenshot(page, "ui-dashboard-breakdowns")
         assert errors == []
     finally:
         page.context.close()
