@@ -217,6 +217,16 @@ def open_page(browser: Browser, url: str) -> tuple[Page, list[str]]:
     return page, errors
 
 
+@contextlib.contextmanager
+def visit(browser: Browser, url: str) -> Iterator[tuple[Page, list[str]]]:
+    """`open_page`, closing the page's context afterwards whatever happens."""
+    page, errors = open_page(browser, url)
+    try:
+        yield page, errors
+    finally:
+        page.context.close()
+
+
 def screenshot(page: Page, name: str) -> Path:
     """Save a full-page PNG as test-artifacts/screenshots/<name>.png; returns its path."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import yaml
-from browser import browser, chart_rendered, open_page, screenshot  # noqa: F401 (fixture)
+from browser import browser, chart_rendered, screenshot, visit  # noqa: F401 (fixture)
 from conftest import FLOWGATE, free_port
 
 from flowgate_addon.record import iso
@@ -152,20 +152,16 @@ def _wait_until_up(ui: RunningUI, timeout: float = 60.0) -> None:
 
 
 def test_index_page_lists_the_log_database(browser, ui):  # noqa: F811
-    page, errors = open_page(browser, f"{ui.url}/")
-    try:
+    with visit(browser, f"{ui.url}/") as (page, errors):
         # The log database, and its requests table among the tables it lists.
         page.locator('h2 a[href="/flowgate"]').wait_for()
         assert page.locator('a[href="/flowgate/requests"]').inner_text() == "requests"
         screenshot(page, "ui-index")
         assert errors == []
-    finally:
-        page.context.close()
 
 
 def test_requests_table_shows_the_rows(browser, ui):  # noqa: F811
-    page, errors = open_page(browser, f"{ui.url}/flowgate/requests")
-    try:
+    with visit(browser, f"{ui.url}/flowgate/requests") as (page, errors):
         rows = page.locator("table.rows-and-columns tbody tr")
         rows.first.wait_for()
         assert rows.count() == len(ROWS)
@@ -181,13 +177,10 @@ def test_requests_table_shows_the_rows(browser, ui):  # noqa: F811
 
         screenshot(page, "ui-requests-table")
         assert errors == []
-    finally:
-        page.context.close()
 
 
 def test_overview_dashboard_draws_its_charts(browser, ui):  # noqa: F811
-    page, errors = open_page(browser, f"{ui.url}/-/dashboards/overview?period=7d")
-    try:
+    with visit(browser, f"{ui.url}/-/dashboards/overview?period=7d") as (page, errors):
         for chart in ("cost-by-model", "tokens-by-provider", "tiers-over-time"):
             assert chart_rendered(page, f"#chart-{chart}")
         page.locator("#chart-requests", has_text="3").wait_for()
@@ -196,13 +189,10 @@ def test_overview_dashboard_draws_its_charts(browser, ui):  # noqa: F811
         page.locator("#chart-error-rate", has_text="33.3 %").wait_for()
         screenshot(page, "ui-dashboard-overview")
         assert errors == []
-    finally:
-        page.context.close()
 
 
 def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: F811
-    page, errors = open_page(browser, f"{ui.url}/-/dashboards/breakdowns?period=7d")
-    try:
+    with visit(browser, f"{ui.url}/-/dashboards/breakdowns?period=7d") as (page, errors):
         page.locator("#chart-by-provider td", has_text="anthropic").wait_for()
         page.locator("#chart-most-expensive td", has_text="$2.5000").wait_for()
         page.locator("#chart-failing td", has_text="upstream exploded").wait_for()
@@ -212,8 +202,6 @@ def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: 
         assert page.evaluate("window.pwned") is None  # and never run
         screenshot(page, "ui-dashboard-breakdowns")
         assert errors == []
-    finally:
-        page.context.close()
 
 
 def test_helpers_see_page_errors_and_charts(browser):  # noqa: F811
@@ -228,8 +216,7 @@ def test_helpers_see_page_errors_and_charts(browser):  # noqa: F811
       c.fillRect(0, 0, 10, 10);
       console.error("broken on purpose");
     </script>"""
-    page, errors = open_page(browser, "data:text/html," + quote(html))
-    try:
+    with visit(browser, "data:text/html," + quote(html)) as (page, errors):
         assert chart_rendered(page, "#svg-chart")
         assert chart_rendered(page, "#canvas-chart")
         with pytest.raises(AssertionError, match="no chart rendered in '#empty-chart'"):
@@ -240,5 +227,3 @@ def test_helpers_see_page_errors_and_charts(browser):  # noqa: F811
         assert any("uncaught on purpose" in e for e in errors), errors
         # Nothing outside this machine is reachable from a page: it fails, and is reported.
         assert any("request failed" in e and "example.com" in e for e in errors), errors
-    finally:
-        page.context.close()
