@@ -1,8 +1,9 @@
 """Datasette plugin: FlowGate's log columns shown the way people read them.
 
 Dollars as dollars (small amounts keep their significant digits), token counts with
-thousands separators, milliseconds with a unit. Only the HTML view changes; JSON
-and CSV exports keep the raw numbers.
+thousands separators, milliseconds with a unit, and long prompts, responses and
+errors collapsed to a preview line that opens on a click. Only the HTML view
+changes; JSON and CSV exports keep the raw values.
 """
 
 from __future__ import annotations
@@ -19,6 +20,20 @@ TOKEN_COLUMNS = {
     "total_tokens",
 }
 MS_COLUMNS = {"latency_ms", "ttft_ms"}
+TEXT_COLUMNS = {"prompt", "response", "error"}
+PREVIEW_CHARS = 160  # what a long text shows before it is opened
+
+
+def collapsed(text: str) -> Markup | None:
+    """A long prompt or response as a one-line preview that opens to the whole text."""
+    if len(text) <= PREVIEW_CHARS and "\n" not in text:
+        return None
+    preview = " ".join(text[:PREVIEW_CHARS].split())
+    return Markup(
+        f'<details class="flowgate-text"><summary>{escape(preview)}… '
+        f"<small>({len(text):,} characters)</small></summary>"
+        f'<pre style="white-space: pre-wrap">{escape(text)}</pre></details>'
+    )
 
 
 def dollars(value: float) -> str:
@@ -36,6 +51,8 @@ def dollars(value: float) -> str:
 def render_cell(value, column, table, database, datasette):
     if table != "requests" or value is None or isinstance(value, bool):
         return None
+    if isinstance(value, str):
+        return collapsed(value) if column in TEXT_COLUMNS else None
     if not isinstance(value, int | float):
         return None
     if column in DOLLAR_COLUMNS:

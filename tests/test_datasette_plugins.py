@@ -25,6 +25,8 @@ def ds(tmp_path):
             "saved_usd": -2.5,
             "latency_ms": 1234.56,
             "ttft_ms": None,
+            "prompt": "user: <b>hello</b>\n" + "lorem ipsum " * 500,
+            "response": "assistant: short",
         }
     )
     db.conn.close()
@@ -51,3 +53,13 @@ def test_exports_keep_raw_numbers(ds):
 def test_plugin_is_loaded(ds):
     names = [p["name"] for p in get(ds, "/-/plugins.json").json()]
     assert "flowgate_cells.py" in names
+
+
+def test_long_texts_are_collapsed_and_escaped(ds):
+    html = get(ds, "/flowgate/requests").text
+    assert '<details class="flowgate-text"><summary>user: &lt;b&gt;hello&lt;/b&gt; lorem' in html
+    assert "(6,019 characters)" in html
+    assert "<b>hello</b>" not in html  # markup in a prompt stays text
+    assert '<td class="col-response type-str">assistant: short</td>' in html  # short: as is
+    [row] = get(ds, "/flowgate/requests.json?_shape=array").json()
+    assert len(row["prompt"]) == 6019  # exports keep the whole text
