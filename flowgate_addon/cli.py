@@ -17,6 +17,7 @@ import click
 from flowgate_addon import (
     __version__,
     cli_catalog,
+    cli_demo,
     cli_route,
     cli_tokens,
     cli_vault,
@@ -305,6 +306,7 @@ cli.add_command(cli_vault.vault)
 cli.add_command(cli_tokens.tokens)
 cli.add_command(cli_catalog.catalog_group)
 cli.add_command(cli_route.route)
+cli.add_command(cli_demo.demo)
 
 if __name__ == "__main__":
     cli()
