@@ -269,9 +269,7 @@ def ui_command(settings: Settings) -> list[str]:
         "--plugins-dir",
         str(plugins_dir()),
         "--metadata",
-        str(
-            ui_metadata.write_metadata(settings.database.path, data_dir() / "ui" / "metadata.json")
-        ),
+        str(ui_metadata.write_metadata(settings, data_dir() / "ui" / "metadata.json")),
     ]
 
 

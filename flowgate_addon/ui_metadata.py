@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from flowgate_addon.config import Settings
+
 DASHBOARDS_FILE = Path(__file__).resolve().parent.parent / "config" / "dashboards.yaml"
 
 # Rollup hours in the chosen period: date_start/date_end (YYYY-MM-DD) when given, else
@@ -56,8 +58,8 @@ def dashboards(db_name: str, source: Path = DASHBOARDS_FILE) -> dict[str, Any]:
     return config
 
 
-def metadata(db_path: Path) -> dict[str, Any]:
-    """Datasette metadata for FlowGate's log database."""
+def metadata(db_path: Path, settings: Settings | None = None) -> dict[str, Any]:
+    """Datasette metadata for FlowGate's log database (and its settings, for the pages)."""
     return {
         "title": "FlowGate",
         "description": "Every LLM call through FlowGate: tokens, dollars, latency, routing.",
@@ -65,15 +67,47 @@ def metadata(db_path: Path) -> dict[str, Any]:
             db_path.stem: {
                 "tables": {
                     "requests": {"facets": REQUEST_FACETS, "sort_desc": "id"},
+                    "models": {
+                        "description": "Models each provider serves, from `flowgate catalog "
+                        "sync`, with USD per 1M tokens from LiteLLM's price map.",
+                        "sort": "provider",
+                    },
                 }
             }
         },
-        "plugins": {"datasette-dashboards": dashboards(db_path.stem)},
+        "plugins": {
+            "datasette-dashboards": dashboards(db_path.stem),
+            "flowgate": page_settings(db_path, settings or Settings()),
+        },
     }
 
 
-def write_metadata(db_path: Path, target: Path) -> Path:
+def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
+    """What FlowGate's pages show of its settings: addresses and routing, no secrets."""
+    from flowgate_addon.routing.complexity import ComplexityScorer
+
+    server, router = settings.server, settings.smart_router
+    scorer = ComplexityScorer(router.complexity.weights, router.complexity.thresholds or None)
+    classifier = router.strategy == "classifier"
+    return {
+        "database": db_path.stem,
+        "gateway_url": f"http://{server.host}:{server.port}/v1",
+        "proxy_url": f"http://{server.host}:{server.proxy_port}",
+        "router": {
+            "enabled": router.enabled,
+            "strategy": router.strategy,
+            "tiers": dict(router.tiers),
+            "route_models": list(router.route_models),
+            "baseline_model": router.baseline_model or router.tiers.get("COMPLEX"),
+            "thresholds": dict(router.classifier.thresholds) if classifier else scorer.thresholds,
+            "weights": {} if classifier else scorer.weights,
+        },
+    }
+
+
+def write_metadata(settings: Settings, target: Path) -> Path:
     """Write the metadata file `datasette --metadata` reads; returns its path."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(metadata(db_path), indent=2), encoding="utf-8")
+    data = metadata(settings.database.path, settings)
+    target.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return target

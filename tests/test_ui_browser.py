@@ -204,6 +204,22 @@ def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: 
         assert errors == []
 
 
+@pytest.mark.parametrize(
+    ("path", "shows", "name"),
+    [
+        ("/-/flowgate/request/1", "Summarise the quarterly report", "ui-request-page"),
+        ("/-/flowgate/router", "Recent decisions", "ui-router-page"),
+        ("/-/flowgate/connect", "HTTPS_PROXY", "ui-connect-page"),
+        ("/flowgate/models", "flowgate catalog sync", "ui-model-catalog"),
+    ],
+)
+def test_flowgate_pages_render_cleanly(browser, ui, path, shows, name):  # noqa: F811
+    with visit(browser, f"{ui.url}{path}") as (page, errors):
+        page.get_by_text(shows).first.wait_for()
+        screenshot(page, name)
+        assert errors == []
+
+
 def test_helpers_see_page_errors_and_charts(browser):  # noqa: F811
     """The helpers themselves: what open_page reports, and what chart_rendered accepts."""
     html = """<!doctype html><title>t</title>
