@@ -88,6 +88,9 @@ class Gateway:
         """Decide and rewrite a gateway call; awaitable when a classifier must be asked."""
         request = flow.request
         path, _, query = request.path.partition("?")
+        if path == "/" and request.method == "GET":  # a browser at the gateway: the dashboard
+            flow.response = self._to_dashboard(request)
+            return None
         if path != API_PREFIX and not path.startswith(API_PREFIX + "/"):
             flow.response = error_response(
                 404,
@@ -228,6 +231,13 @@ class Gateway:
         self._models_body = json.dumps({"object": "list", "data": self.models}).encode()
         self._models_by_id = {m["id"]: m for m in self.models}
         self._models_version = self.resolver.version
+
+    def _to_dashboard(self, request: http.Request) -> http.Response:
+        """A redirect to the UI's overview, on the host name the browser used."""
+        host = request.host_header or self.settings.server.host
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        url = f"http://{name}:{self.settings.server.ui_port}/-/dashboards/overview"
+        return http.Response.make(302, f"FlowGate's dashboard: {url}\n".encode(), {"location": url})
 
     def _answer_models(self, flow: http.HTTPFlow, record: CallRecord, api_path: str) -> None:
         record.local = True

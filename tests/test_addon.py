@@ -249,3 +249,16 @@ def test_vault_keys_go_out_in_each_providers_header_style(tmp_path, monkeypatch)
             assert "key" not in flow.request.query  # Gemini's URL key too
     assert flow.request.query["alt"] == "sse"
     gate.done()
+
+
+def test_a_browser_at_the_gateway_is_sent_to_the_dashboard(addon):
+    flow = gateway_flow(b"", path="/")
+    flow.request.method = "GET"
+    flow.request.headers["host"] = "gateway.local:7798"
+    addon.request(flow)
+    assert flow.response.status_code == 302
+    assert flow.response.headers["location"] == "http://gateway.local:8001/-/dashboards/overview"
+    other = gateway_flow(b"", path="/elsewhere")
+    other.request.method = "GET"
+    addon.request(other)
+    assert other.response.status_code == 404  # only / redirects; the rest is explained
