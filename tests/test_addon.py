@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from mitmproxy import exceptions
@@ -28,13 +30,20 @@ def config(tmp_path):
     return path
 
 
-@pytest.fixture
-def addon(config):
+@contextmanager
+def running_addon(config) -> Iterator[FlowGate]:
+    """The addon configured from a config file in mitmproxy's test harness; done() after."""
     gate = FlowGate()
     with taddons.context(gate) as tctx:
         tctx.configure(gate, flowgate_config=str(config), listen_host="127.0.0.1")
         yield gate
     gate.done()
+
+
+@pytest.fixture
+def addon(config):
+    with running_addon(config) as gate:
+        yield gate
 
 
 def gateway_flow(

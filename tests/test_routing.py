@@ -6,8 +6,8 @@ import json
 import sqlite3
 
 import pytest
-from mitmproxy.test import taddons, tutils
-from test_addon import gateway_flow
+from mitmproxy.test import tutils
+from test_addon import gateway_flow, running_addon
 
 from flowgate_addon.addon import METADATA_KEY, FlowGate
 from flowgate_addon.catalog import Catalog, ListedModel, store_models
@@ -39,11 +39,8 @@ def write(tmp_path, providers: str = "", tiers: str = TIERS) -> str:
 
 @pytest.fixture
 def routing(tmp_path):
-    gate = FlowGate()
-    with taddons.context(gate) as tctx:
-        tctx.configure(gate, flowgate_config=write(tmp_path), listen_host="127.0.0.1")
+    with running_addon(write(tmp_path)) as gate:
         yield gate
-    gate.done()
 
 
 def resolver_for(tmp_path, providers: str = "") -> ModelResolver:
@@ -122,12 +119,10 @@ def test_a_client_key_never_follows_routing_to_another_provider(routing):
 
 
 def test_a_client_key_still_reaches_the_provider_it_asked_for(tmp_path):
-    gate = FlowGate()
     path = write(
         tmp_path, tiers="{SIMPLE: gpt-4o-mini, MEDIUM: gpt-4o, COMPLEX: o1, REASONING: o1}"
     )
-    with taddons.context(gate) as tctx:
-        tctx.configure(gate, flowgate_config=path, listen_host="127.0.0.1")
+    with running_addon(path) as gate:
         flow = gateway_flow(
             {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
             authorization="Bearer sk-client-openai",
@@ -136,7 +131,6 @@ def test_a_client_key_still_reaches_the_provider_it_asked_for(tmp_path):
         assert flow.response is None
         assert flow.request.headers["authorization"] == "Bearer sk-client-openai"
         assert json.loads(flow.request.content)["model"] == "gpt-4o-mini"
-    gate.done()
 
 
 def test_routed_to_a_provider_with_a_key(routing):
@@ -181,10 +175,8 @@ def test_route_header_is_one_ascii_line():
 
 
 def test_saved_usd_is_logged_against_the_baseline(tmp_path):
-    routing = FlowGate()
     path = write(tmp_path, "  deepseek: {base_url: 'http://127.0.0.1:9/ds/v1', api_key: sk-ds}\n")
-    with taddons.context(routing) as tctx:
-        tctx.configure(routing, flowgate_config=path, listen_host="127.0.0.1")
+    with running_addon(path) as routing:
         flow = gateway_flow({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
         routing.request(flow)
         respond(routing, flow)
