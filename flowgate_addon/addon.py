@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
@@ -27,7 +26,7 @@ from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.record import CallRecord, to_row
 from flowgate_addon.resolve import ModelResolver
-from flowgate_addon.routing.router import ROUTE_HEADER, Router
+from flowgate_addon.routing.router import ROUTE_HEADER, Router, make_classifier
 from flowgate_addon.security.access import Access, Refused, is_loopback
 from flowgate_addon.security.credentials import Credentials, unlock_vault
 from flowgate_addon.security.redact import Redactor
@@ -35,9 +34,6 @@ from flowgate_addon.security.tokens import Caller, TokenStore, default_tokens_pa
 from flowgate_addon.security.vault import Vault
 from flowgate_addon.store import LogWriter
 from flowgate_addon.streaming import StreamTap
-
-if TYPE_CHECKING:
-    from flowgate_addon.routing.classifier import Classifier
 
 METADATA_KEY = "flowgate"
 log = logging.getLogger("flowgate")
@@ -102,9 +98,8 @@ class FlowGate:
         )
         resolver = ModelResolver(registry, prices, Catalog(settings.database.path))
         try:
-            router = Router(
-                settings.smart_router, resolver, self._classifier(settings, registry, credentials)
-            )
+            classifier = make_classifier(settings.smart_router, registry, credentials.key_for)
+            router = Router(settings.smart_router, resolver, classifier)
         except ValueError as exc:
             raise exceptions.OptionsError(f"invalid config: {exc}") from None
         if self.gateway is not None:
@@ -119,35 +114,6 @@ class FlowGate:
             ipaddress.ip_network(n, strict=False) for n in settings.security.ip_allowlist
         ]
         log.info("FlowGate logging to %s", settings.database.path)
-
-    @staticmethod
-    def _classifier(
-        settings: Settings, registry: ProviderRegistry, credentials: Credentials
-    ) -> Classifier | None:
-        """The RouteLLM classifier, loading in the background, if the strategy wants it."""
-        router = settings.smart_router
-        if not router.active or router.strategy != "classifier":
-            return None
-        from flowgate_addon.routing.classifier import Classifier
-
-        options = router.classifier
-        provider = registry.providers.get(options.embeddings_provider)
-        if provider is None or provider.openai_compatible is None:
-            raise exceptions.OptionsError(
-                "invalid config: smart_router.classifier.embeddings_provider: "
-                f"{options.embeddings_provider!r} is not an OpenAI-compatible provider"
-            )
-        classifier = Classifier(
-            options.router,
-            options.checkpoint,
-            options.thresholds,
-            options.timeout_ms,
-            embeddings_base_url=provider.openai_compatible.base_url,
-            embeddings_api_key=credentials.key_for(provider),
-            embedding_model=options.embedding_model,
-        )
-        classifier.start()
-        return classifier
 
     def client_connected(self, client: connection.Client) -> None:
         """Forward proxy: refuse clients outside the allowlist before they can tunnel anywhere."""

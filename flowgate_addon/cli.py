@@ -233,19 +233,12 @@ def _check_routing(settings: Settings) -> None:
     """Every tier's model must resolve to a provider; say which one does not, before start."""
     if not settings.smart_router.active:
         return
-    from flowgate_addon.catalog import Catalog
-    from flowgate_addon.pricing import PriceBook
-    from flowgate_addon.resolve import ModelResolver
-    from flowgate_addon.routing.router import Router
-
-    catalog = Catalog(settings.database.path)
     try:
-        registry = ProviderRegistry.from_config(settings.providers)
-        Router(settings.smart_router, ModelResolver(registry, PriceBook(settings.pricing), catalog))
+        router = cli_route.build_router(settings)
     except ValueError as exc:
         raise click.ClickException(f"invalid config: {exc}") from None
-    finally:
-        catalog.close()
+    if router.resolver.catalog is not None:
+        router.resolver.catalog.close()
 
 
 def ui_command(settings: Settings) -> list[str]:

@@ -10,7 +10,8 @@ import click
 from flowgate_addon import catalog
 from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.cli_vault import open_vault, reported
-from flowgate_addon.providers import Provider, ProviderRegistry
+from flowgate_addon.providers import ProviderRegistry
+from flowgate_addon.security.credentials import Credentials
 from flowgate_addon.security.vault import Vault
 
 
@@ -39,15 +40,10 @@ def catalog_sync(providers: tuple[str, ...], config_file: Path | None) -> None:
     vault = Vault(settings.security.vault_path)
     wanted = [registry.providers[n] for n in names]
     if vault.exists and any(not p.api_key and vault.has_key(p.name) for p in wanted):
-        vault = open_vault(settings)
-
-    def key_for(provider: Provider) -> str | None:
-        if provider.api_key:
-            return provider.api_key
-        with reported():
-            return vault.get(provider.name) if vault.unlocked else None
-
-    results = catalog.sync_catalog(settings, registry, names, key_for)
+        vault = open_vault(settings)  # asks for the master password if it must
+    credentials = Credentials(vault, settings.security.allow_client_keys, None)
+    with reported():
+        results = catalog.sync_catalog(settings, registry, names, credentials.key_for)
     failed = False
     for result in results:
         if result.count is not None:

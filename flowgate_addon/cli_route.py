@@ -12,12 +12,12 @@ from flowgate_addon.catalog import Catalog
 from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import Settings
 from flowgate_addon.pricing import PriceBook
-from flowgate_addon.providers import Provider, ProviderRegistry
+from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.resolve import ModelResolver
 from flowgate_addon.routing import Decision
-from flowgate_addon.routing.complexity import REASONING_LIFT, ComplexityScorer
-from flowgate_addon.routing.router import Router
-from flowgate_addon.security.credentials import unlock_vault
+from flowgate_addon.routing.complexity import REASONING_LIFT
+from flowgate_addon.routing.router import Router, make_classifier, scorer_for
+from flowgate_addon.security.credentials import Credentials, unlock_vault
 from flowgate_addon.security.vault import Vault
 
 
@@ -47,8 +47,7 @@ def route(
     body = _body(prompt, prompt_file, system)
     router = _router(settings)
     if router is None:  # routing off: show what the scorer makes of it
-        options = settings.smart_router.complexity
-        scorer = ComplexityScorer(options.weights, options.thresholds or None)
+        scorer = scorer_for(settings.smart_router)
         decision, target = scorer.decide(body), None
         weights, thresholds = scorer.weights, scorer.thresholds
     else:
@@ -151,38 +150,27 @@ def _router(settings: Settings) -> Router | None:
     """The router as the running proxy would build it, or None when routing is off."""
     if not settings.smart_router.active:
         return None
-    registry = ProviderRegistry.from_config(settings.providers)
-    catalog = Catalog(settings.database.path) if settings.database.path.exists() else None
-    resolver = ModelResolver(registry, PriceBook(settings.pricing), catalog)
-    classifier = None
-    options = settings.smart_router.classifier
-    if settings.smart_router.strategy == "classifier":
-        from flowgate_addon.routing.classifier import Classifier
-
-        provider = registry.providers.get(options.embeddings_provider)
-        compatible = provider.openai_compatible if provider else None
-        classifier = Classifier(
-            options.router,
-            options.checkpoint,
-            options.thresholds,
-            options.timeout_ms,
-            embeddings_base_url=compatible.base_url if compatible else None,
-            embeddings_api_key=_own_key(settings, provider) if provider else None,
-            embedding_model=options.embedding_model,
-        )
-        classifier.start()
-        classifier.wait_loaded(300)
     try:
-        return Router(settings.smart_router, resolver, classifier)
+        return build_router(settings, with_classifier=True)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _own_key(settings: Settings, provider: Provider) -> str | None:
-    """FlowGate's key for a provider, as the running proxy finds it (never a prompt)."""
-    if provider.api_key:
-        return provider.api_key
-    vault = Vault(settings.security.vault_path)
-    if unlock_vault(vault, settings.security.master_key_path) or not vault.unlocked:
-        return None
-    return vault.get(provider.name)
+def build_router(settings: Settings, with_classifier: bool = False) -> Router:
+    """The router from settings, as the running proxy builds it (ValueError names a bad key).
+
+    The classifier, if wanted, gets FlowGate's own embeddings key (config or a vault
+    unlocked without a prompt) and is waited for, so its answer is the real one.
+    """
+    registry = ProviderRegistry.from_config(settings.providers)
+    catalog = Catalog(settings.database.path) if settings.database.path.exists() else None
+    resolver = ModelResolver(registry, PriceBook(settings.pricing), catalog)
+    classifier = None
+    if with_classifier:
+        vault = Vault(settings.security.vault_path)
+        locked = unlock_vault(vault, settings.security.master_key_path)
+        credentials = Credentials(vault, True, locked)
+        classifier = make_classifier(settings.smart_router, registry, credentials.key_for)
+        if classifier is not None:
+            classifier.wait_loaded(300)
+    return Router(settings.smart_router, resolver, classifier)

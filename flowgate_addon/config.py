@@ -303,11 +303,10 @@ def _check_semantics(settings: Settings, file: Path, lines: dict[tuple[str, ...]
                 f"strategy {router.strategy!r} needs a model for every tier; "
                 f"missing: {', '.join(missing)}",
             )
-    from flowgate_addon.routing import complexity
+    from flowgate_addon.routing.router import scorer_for
 
-    options = router.complexity
     try:
-        complexity.ComplexityScorer(options.weights, options.thresholds or None)
+        scorer_for(router)
     except ValueError as exc:  # "weights.code: must be …": relative to smart_router.complexity
         key, _, message = str(exc).partition(": ")
         fail(("smart_router", "complexity", *key.split(".")), message)

@@ -84,10 +84,10 @@ def metadata(db_path: Path, settings: Settings | None = None) -> dict[str, Any]:
 
 def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
     """What FlowGate's pages show of its settings: addresses and routing, no secrets."""
-    from flowgate_addon.routing.complexity import ComplexityScorer
+    from flowgate_addon.routing.router import scorer_for
 
     server, router = settings.server, settings.smart_router
-    scorer = ComplexityScorer(router.complexity.weights, router.complexity.thresholds or None)
+    scorer = scorer_for(router)
     classifier = router.strategy == "classifier"
     return {
         "database": db_path.stem,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-TIERS = ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING")
+from flowgate_addon.config import TIERS
+
+__all__ = ["TIERS", "Decision", "route_json", "tier_for"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,12 @@ other model name.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from flowgate_addon.config import SmartRouterSettings
-from flowgate_addon.providers import Provider
+from flowgate_addon.providers import Provider, ProviderRegistry
 from flowgate_addon.resolve import ModelResolver
 from flowgate_addon.routing import TIERS, Decision
 from flowgate_addon.routing.complexity import ComplexityScorer, prompt_text
@@ -30,6 +30,47 @@ ROUTE_HEADER = "x-flowgate-route"
 ROUTABLE_ENDPOINTS = frozenset({"chat.completions", "responses", "completions"})
 
 
+def scorer_for(settings: SmartRouterSettings) -> ComplexityScorer:
+    """The complexity scorer with the config's weights and thresholds over the defaults."""
+    options = settings.complexity
+    return ComplexityScorer(options.weights, options.thresholds or None)
+
+
+def make_classifier(
+    settings: SmartRouterSettings,
+    registry: ProviderRegistry,
+    key_for: Callable[[Provider], str | None],
+) -> Classifier | None:
+    """The RouteLLM classifier, loading in the background, if the strategy wants it.
+
+    Its mf embeddings go to `embeddings_provider`'s OpenAI-compatible API with
+    FlowGate's own key for that provider (`key_for`: config, then vault).
+    """
+    if not settings.active or settings.strategy != "classifier":
+        return None
+    from flowgate_addon.routing.classifier import Classifier
+
+    options = settings.classifier
+    provider = registry.providers.get(options.embeddings_provider)
+    compatible = provider.openai_compatible if provider else None
+    if provider is None or compatible is None:
+        raise ValueError(
+            "smart_router.classifier.embeddings_provider: "
+            f"{options.embeddings_provider!r} is not an OpenAI-compatible provider"
+        )
+    classifier = Classifier(
+        options.router,
+        options.checkpoint,
+        options.thresholds,
+        options.timeout_ms,
+        embeddings_base_url=compatible.base_url,
+        embeddings_api_key=key_for(provider),
+        embedding_model=options.embedding_model,
+    )
+    classifier.start()
+    return classifier
+
+
 class Router:
     def __init__(
         self,
@@ -41,8 +82,7 @@ class Router:
         self.active = settings.active
         self.names = frozenset({ALIAS, *settings.route_models}) if self.active else frozenset()
         self.resolver = resolver
-        options = settings.complexity
-        self.scorer = ComplexityScorer(options.weights, options.thresholds or None)
+        self.scorer = scorer_for(settings)
         self.classifier = classifier
         self.baseline = settings.baseline_model or settings.tiers.get("COMPLEX")
         if self.active:
