@@ -19,6 +19,8 @@ from typing import Any
 from datasette import hookimpl
 from datasette.utils.asgi import NotFound, Response
 
+from datasette_plugins.flowgate_cells import dollars
+
 PREFIX = "/-/flowgate"
 ROLE_LINE = re.compile(r"^(system|developer|user|assistant|tool|function)(?: \(([^)]*)\))?: ", re.M)
 
@@ -99,9 +101,7 @@ def _count(value: int | None) -> str | None:
 
 
 def _money(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"${value:,.6f}".rstrip("0").rstrip(".") if abs(value) < 0.01 else f"${value:,.4f}"
+    return "—" if value is None else dollars(value)
 
 
 async def request_page(datasette, request) -> Response:

@@ -25,13 +25,13 @@ from flowgate_addon.providers import Provider
 log = logging.getLogger("flowgate")
 
 TOKEN_HEADER = "x-flowgate-bridge"
-# LiteLLM's provider name per wire format.
-LITELLM_PROVIDERS = {"anthropic": "anthropic", "gemini": "gemini"}
+# Wire formats the bridge translates; each is also LiteLLM's name for the provider.
+LITELLM_FORMATS = frozenset({"anthropic", "gemini"})
 
 
 class Bridge:
     def __init__(self, providers: dict[str, Provider], ca_file: str | None = None):
-        self.providers = {n: p for n, p in providers.items() if p.api in LITELLM_PROVIDERS}
+        self.providers = {n: p for n, p in providers.items() if p.api in LITELLM_FORMATS}
         self.ca_file = ca_file
         self.token = secrets.token_urlsafe(32)
         self.port: int | None = None
@@ -92,7 +92,7 @@ class Bridge:
         key = request.headers.get(provider.auth_header, "").removeprefix(provider.auth_prefix)
         litellm = await self._import_litellm()
         stream = body.pop("stream", False) is True
-        model = f"{LITELLM_PROVIDERS[provider.api]}/{body.pop('model')}"
+        model = f"{provider.api}/{body.pop('model')}"
         try:
             result = await litellm.acompletion(
                 model=model,

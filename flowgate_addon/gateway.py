@@ -173,10 +173,7 @@ class Gateway:
             self._fail(call.flow, record, 503, str(exc), "routing_target_unknown")
             return None
         record.decision = decision
-        record.tier = decision.tier
-        record.score = decision.score
         record.strategy = decision.strategy
-        record.route_fallback = decision.fallback
         record.route_header = route_header(decision, model, provider.name)
         baseline = self.router.baseline if requested == ALIAS else requested
         if baseline and (found := self.resolver.resolve(baseline)):
@@ -246,7 +243,7 @@ class Gateway:
         if flow.request.method != "GET":
             self._fail(flow, record, 405, f"use GET for {API_PREFIX}/models", "method_not_allowed")
             return
-        self.resolver.resolve(ALIAS)  # notices a catalog sync
+        self.resolver.refresh()
         if self.resolver.version != self._models_version:
             self._refresh_models()
         if api_path == "/models":

@@ -58,9 +58,6 @@ class CallRecord:
     price_key: str | None = None  # the provider's name in the price map
     # Routing: the decision, and what the requested model would have cost instead.
     decision: Decision | None = None
-    tier: str | None = None
-    score: float | None = None
-    route_fallback: str | None = None
     route_header: str | None = None
     route_opt_out: bool = False
     baseline_model: str | None = None
@@ -114,6 +111,7 @@ def to_row(
         )
         saved = None if baseline is None else baseline - cost
     end = record.t_end or record.t_start
+    decision = record.decision
     error = record.error or (reply.error if not ok else None)
     return {
         "ts": iso(record.t_start),
@@ -138,11 +136,11 @@ def to_row(
         "saved_usd": saved,
         "latency_ms": round((end - record.t_start) * 1000, 3),
         "ttft_ms": round((record.t_first - record.t_start) * 1000, 3) if record.t_first else None,
-        "tier": record.tier,
-        "score": record.score,
+        "tier": decision.tier if decision else None,
+        "score": decision.score if decision else None,
         "strategy": record.strategy,
-        "route": route_json(record.decision) if record.decision else None,
-        "route_fallback": record.route_fallback,
+        "route": route_json(decision) if decision else None,
+        "route_fallback": decision.fallback if decision else None,
         "caller": record.caller,
         "session": record.session,
         "agent": record.agent,

@@ -43,12 +43,16 @@ class ModelResolver:
         self._load_catalog()
         self._cache: dict[str, tuple[Provider, str] | None] = {}
 
-    def resolve(self, model: str) -> tuple[Provider, str] | None:
-        """The provider for a model and the model name it knows it by; None if unknown."""
+    def refresh(self) -> None:
+        """Take in a new catalog sync, if there was one (looked for at most once a second)."""
         if self.catalog is not None and self.catalog.changed():
             self._load_catalog()
             self._cache.clear()
             self.version += 1
+
+    def resolve(self, model: str) -> tuple[Provider, str] | None:
+        """The provider for a model and the model name it knows it by; None if unknown."""
+        self.refresh()
         try:
             return self._cache[model]
         except KeyError:

@@ -142,7 +142,7 @@ def test_routed_to_a_provider_with_a_key(routing):
     flow = gateway_flow({"model": "auto", "messages": [{"role": "user", "content": prompt}]})
     routing.request(flow)
     record = flow.metadata[METADATA_KEY]
-    assert record.tier == "COMPLEX", record.decision
+    assert record.decision.tier == "COMPLEX", record.decision
     assert flow.request.path == "/anthropic/v1/chat/completions"
     assert flow.request.headers["authorization"] == "Bearer sk-ant-fg"
     assert json.loads(flow.request.content)["model"] == "claude-sonnet-4-5"
@@ -152,7 +152,7 @@ def test_routed_to_a_provider_with_a_key(routing):
 def test_routing_only_judges_conversations(routing):
     embed = gateway_flow({"model": "gpt-4o", "input": "x"}, path="/v1/embeddings")
     routing.request(embed)
-    assert flow_model(embed) == "gpt-4o" and embed.metadata[METADATA_KEY].tier is None
+    assert flow_model(embed) == "gpt-4o" and embed.metadata[METADATA_KEY].decision is None
     auto = gateway_flow({"model": "auto", "input": "x"}, path="/v1/embeddings")
     routing.request(auto)
     assert auto.response.status_code == 400
@@ -192,7 +192,7 @@ def test_saved_usd_is_logged_against_the_baseline(tmp_path):
 
 def respond(routing: FlowGate, flow) -> None:
     """Answer a routed flow as its provider would, and let the addon log it."""
-    assert flow.metadata[METADATA_KEY].tier == "SIMPLE"
+    assert flow.metadata[METADATA_KEY].decision.tier == "SIMPLE"
     flow.response = tutils.tresp(
         content=json.dumps(
             {"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 500}}

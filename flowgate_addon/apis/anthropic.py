@@ -10,6 +10,7 @@ from flowgate_addon.apis.common import (
     Reply,
     Usage,
     as_int,
+    error_text,
     json_object,
     model_in_body,
     sse_objects,
@@ -150,12 +151,7 @@ def response_text(obj: dict[str, Any]) -> str | None:
 
 def error_message(obj: dict[str, Any]) -> str | None:
     """`{"type": "error", "error": {"type": ..., "message": ...}}` -> the message."""
-    error = obj.get("error")
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or error)
-    if isinstance(error, str):
-        return error
-    return None
+    return error_text(obj.get("error"), "type")
 
 
 def prompt_text(body: dict[str, Any]) -> str:

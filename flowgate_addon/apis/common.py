@@ -46,6 +46,16 @@ class Reply:
     error: str | None = None
 
 
+def error_text(error: Any, *fallback_keys: str) -> str | None:
+    """The message of a response's `error` member: a string as is, or a dict's `message`
+    (else the first of `fallback_keys` it has, else the whole dict)."""
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict):
+        return str(next((error[k] for k in ("message", *fallback_keys) if error.get(k)), error))
+    return None
+
+
 def sse_payloads(data: bytes) -> Iterator[str]:
     """The `data:` payloads of a complete SSE byte stream, in order."""
     for event in _EVENT_SPLIT.split(data):

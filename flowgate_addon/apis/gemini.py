@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from flowgate_addon.apis.common import Reply, Usage, as_int, sse_objects
+from flowgate_addon.apis.common import Reply, Usage, as_int, error_text, sse_objects
 
 METHODS = {
     "generateContent": "generateContent",
@@ -144,12 +144,7 @@ def _json_objects(body: bytes) -> Iterator[Any]:
 
 def error_message(obj: dict[str, Any]) -> str | None:
     """`{"error": {"code": 400, "message": ..., "status": ...}}` -> the message."""
-    error = obj.get("error")
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("status") or error)
-    if isinstance(error, str):
-        return error
-    return None
+    return error_text(obj.get("error"), "status")
 
 
 def prompt_text(body: dict[str, Any]) -> str:

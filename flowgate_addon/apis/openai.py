@@ -13,6 +13,7 @@ from flowgate_addon.apis.common import (
     Reply,
     Usage,
     as_int,
+    error_text,
     json_object,
     model_in_body,
     sse_objects,
@@ -197,11 +198,8 @@ def responses_text(obj: dict[str, Any]) -> str | None:
 
 
 def error_message(obj: dict[str, Any]) -> str | None:
-    error = obj.get("error")
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or error.get("code") or error)
-    if isinstance(error, str):
-        return error
+    if message := error_text(obj.get("error"), "type", "code"):
+        return message
     if obj.get("type") == "error" and obj.get("message"):
         # Responses API stream `error` event: the fields sit at the top level.
         return str(obj["message"])
