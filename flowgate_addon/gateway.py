@@ -100,6 +100,7 @@ class Gateway:
             )
             return None
         api_path = path[len(API_PREFIX) :]
+        self.resolver.refresh()  # a catalog sync since the last request?
         if api_path == "/models" or api_path.startswith("/models/"):
             record = self._new_record(flow, "gateway", "models")
             self._answer_models(flow, record, api_path)
@@ -243,7 +244,6 @@ class Gateway:
         if flow.request.method != "GET":
             self._fail(flow, record, 405, f"use GET for {API_PREFIX}/models", "method_not_allowed")
             return
-        self.resolver.refresh()
         if self.resolver.version != self._models_version:
             self._refresh_models()
         if api_path == "/models":

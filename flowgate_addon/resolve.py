@@ -51,8 +51,11 @@ class ModelResolver:
             self.version += 1
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
-        """The provider for a model and the model name it knows it by; None if unknown."""
-        self.refresh()
+        """The provider for a model and the model name it knows it by; None if unknown.
+
+        Answers from the catalog as last loaded: the gateway calls `refresh` once per
+        request, before resolving.
+        """
         try:
             return self._cache[model]
         except KeyError:
