@@ -89,7 +89,7 @@ class Gateway:
         request = flow.request
         path, _, query = request.path.partition("?")
         if path == "/" and request.method == "GET":  # a browser at the gateway: the dashboard
-            flow.response = self._to_dashboard(request)
+            flow.response = self._to_dashboard(flow)
             return None
         if path != API_PREFIX and not path.startswith(API_PREFIX + "/"):
             flow.response = error_response(
@@ -230,11 +230,17 @@ class Gateway:
         self._models_by_id = {m["id"]: m for m in self.models}
         self._models_version = self.resolver.version
 
-    def _to_dashboard(self, request: http.Request) -> http.Response:
-        """A redirect to the UI's overview, on the host name the browser used."""
-        host = request.host_header or self.settings.server.host
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        url = f"http://{name}:{self.settings.server.ui_port}/-/dashboards/overview"
+    def _to_dashboard(self, flow: http.HTTPFlow) -> http.Response:
+        """A redirect to the UI's overview, at the address the browser reached FlowGate on.
+
+        That is the listening socket's address: in reverse mode mitmproxy has already
+        rewritten the Host header to the upstream's.
+        """
+        address = flow.client_conn.sockname[0] if flow.client_conn.sockname else ""
+        host = address or self.settings.server.host
+        if ":" in host:  # IPv6
+            host = f"[{host}]"
+        url = f"http://{host}:{self.settings.server.ui_port}/-/dashboards/overview"
         return http.Response.make(302, f"FlowGate's dashboard: {url}\n".encode(), {"location": url})
 
     def _answer_models(self, flow: http.HTTPFlow, record: CallRecord, api_path: str) -> None:

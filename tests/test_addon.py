@@ -263,10 +263,11 @@ def test_vault_keys_go_out_in_each_providers_header_style(tmp_path, monkeypatch)
 def test_a_browser_at_the_gateway_is_sent_to_the_dashboard(addon):
     flow = gateway_flow(b"", path="/")
     flow.request.method = "GET"
-    flow.request.headers["host"] = "gateway.local:7798"
+    flow.request.headers["host"] = "api.openai.com"  # as reverse mode rewrites it
+    flow.client_conn.sockname = ("192.0.2.10", 7798)  # where the browser reached FlowGate
     addon.request(flow)
     assert flow.response.status_code == 302
-    assert flow.response.headers["location"] == "http://gateway.local:8001/-/dashboards/overview"
+    assert flow.response.headers["location"] == "http://192.0.2.10:8001/-/dashboards/overview"
     other = gateway_flow(b"", path="/elsewhere")
     other.request.method = "GET"
     addon.request(other)

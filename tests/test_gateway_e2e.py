@@ -13,6 +13,7 @@ import uuid
 import httpx
 import openai
 import pytest
+import yaml
 from fake_provider import (
     CACHED_PROMPT_TOKENS,
     CACHED_TOKENS,
@@ -414,3 +415,10 @@ def test_forward_proxy_listener_observes_provider_traffic(flowgate, fake_provide
         "openai",
     )
     assert row["prompt_tokens"] == PROMPT_TOKENS and row["prompt"] == "user: via proxy"
+
+
+def test_a_browser_at_the_gateway_address_lands_on_the_dashboard(flowgate):
+    ui_port = yaml.safe_load(flowgate.config_path.read_text())["server"]["ui_port"]
+    response = httpx.get(flowgate.base_url.removesuffix("/v1") + "/", follow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["location"] == f"http://127.0.0.1:{ui_port}/-/dashboards/overview"
