@@ -274,7 +274,7 @@ def test_without_the_extra_decide_says_how_to_install_it(tmp_path: Path):
     assert results["blocked"]["result"] == NOT_INSTALLED
     shadowed = results["shadowed"]["result"]
     assert shadowed.startswith("RouteLLM cannot be imported (ImportError: routellm needs torch")
-    assert shadowed.endswith("pip install 'flowgate[classifier]'")
+    assert shadowed.endswith("pip install -e '.[classifier]' in FlowGate's folder")
 
 
 def test_router_raising_is_a_reason_without_the_key(mf_checkpoint: Path):

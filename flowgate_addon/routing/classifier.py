@@ -41,7 +41,8 @@ SETTING = "smart_router.classifier"
 ROUTERS = ("mf", "bert", "random")
 CHECKPOINT_ROUTERS = frozenset({"mf", "bert"})
 DEFAULT_THRESHOLDS: dict[str, float] = {"MEDIUM": 0.3, "COMPLEX": 0.55, "REASONING": 0.8}
-INSTALL_HINT = "pip install 'flowgate[classifier]'"
+# FlowGate is installed from its folder (see the README), so is its extra.
+INSTALL_HINT = "pip install -e '.[classifier]' in FlowGate's folder"
 NOT_INSTALLED = f"RouteLLM is not installed ({INSTALL_HINT})"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
