@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from urllib.parse import urlencode
 from datasette.app import Datasette
 
 from flowgate_addon.cli import plugins_dir
+from flowgate_addon.record import prompt_hash
 from flowgate_addon.rollup import RollupBatch
 from flowgate_addon.store import _INSERT_COLUMNS, _INSERT_SQL, open_db
 from flowgate_addon.ui_metadata import SETTINGS, metadata
@@ -62,6 +64,7 @@ def generate(path: Path, count: int, seed: int = 1) -> float:
         tier = rng.choice(TIERS)
         cost = (tokens_in * price_in + tokens_out * price_out) / 1e6
         stream = rng.random() < 0.6
+        prompt = rng.choice(prompts) if rng.random() < 0.3 else f"user: question {i}"
         row = dict.fromkeys(_INSERT_COLUMNS)
         row.update(
             ts=ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
@@ -89,10 +92,12 @@ def generate(path: Path, count: int, seed: int = 1) -> float:
             score=round(rng.random(), 3) if tier else None,
             strategy="complexity" if tier else None,
             caller=rng.choice(CALLERS),
-            session=f"session-{rng.randrange(50_000)}",
+            # about eight agents' sessions at a time, each within ten minutes
+            session=f"session-{int(ts.timestamp()) // 600}-{rng.randrange(8)}",
             agent=rng.choice(AGENTS),
             client_ip="127.0.0.1",
-            prompt=rng.choice(prompts) if rng.random() < 0.3 else f"user: question {i}",
+            prompt=prompt,
+            prompt_hash=prompt_hash({"messages": prompt}),
             response="assistant: an answer",
         )
         batch.append(tuple(row[c] for c in _INSERT_COLUMNS))
@@ -124,6 +129,10 @@ async def timings(path: Path, repeats: int) -> list[tuple[str, float, float]]:
     targets = [(f"{slug} page", f"/-/dashboards/{slug}?period=30d") for slug in dashboards]
     targets.append(("log browser, first page (5 facets)", f"/{db}/requests"))
     targets.append(("log browser, one model", f"/{db}/requests?routed_model=gpt-4o"))
+    targets.append(("log browser, one session", f"/{db}/requests?session={_any(path, 'session')}"))
+    repeated = _any(path, "prompt_hash", "prompt LIKE 'Summarise%'")
+    targets.append(("log browser, one repeated prompt", f"/{db}/requests?prompt_hash={repeated}"))
+    targets.append(("request page", f"/-/flowgate/request/{_any(path, 'id')}"))
     for period in ("24h", "7d", "30d"):
         for slug, dashboard in dashboards.items():
             for name, chart in dashboard["charts"].items():
@@ -140,6 +149,17 @@ async def timings(path: Path, repeats: int) -> list[tuple[str, float, float]]:
                 sys.exit(f"error: {url} answered {response.status_code}: {response.text[:300]}")
         results.append((label, statistics.median(runs), max(runs)))
     return results
+
+
+def _any(path: Path, column: str, where: str = "1") -> str:
+    """A value of a column from the middle of the log, to open the page it links to."""
+    conn = sqlite3.connect(path)
+    try:
+        [(count,)] = conn.execute("SELECT max(id) FROM requests")
+        sql = f"SELECT {column} FROM requests WHERE id >= ? AND {where} LIMIT 1"
+        return str(conn.execute(sql, (count // 2,)).fetchone()[0])
+    finally:
+        conn.close()
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ datasette-dashboards 0.8 draws `table` charts by putting each cell into
 clients choose (model names, session ids, error messages), so that would let a
 crafted request run script in the dashboard. This plugin serves the plugin's
 `dashboards.js` with a replacement table renderer appended: cells are set as
-text, and an empty result says so.
+text, an empty result says so, and `id`, `session` and `prompt_hash` cells link to
+the request's page or the log filtered to them.
 """
 
 from __future__ import annotations
@@ -43,11 +44,26 @@ renderTableChart = async function (chart_slug, chart, query_string, absolute_url
     th.textContent = col
     head.appendChild(th)
   })
+  // Columns that lead somewhere: one request's page, or the log filtered to a session/prompt.
+  const links = {
+    id: v => `${absolute_url}-/flowgate/request/${encodeURIComponent(v)}`,
+    session: v => `${absolute_url}${chart.db}/requests?session=${encodeURIComponent(v)}`,
+    prompt_hash: v => `${absolute_url}${chart.db}/requests?prompt_hash=${encodeURIComponent(v)}`,
+  }
   const body = table.createTBody()
   data.rows.forEach(row => {
     const tr = body.insertRow()
-    Object.values(row).forEach(value => {
-      tr.insertCell().textContent = value === null ? '' : String(value)
+    Object.entries(row).forEach(([col, value]) => {
+      const cell = tr.insertCell()
+      const text = value === null ? '' : String(value)
+      if (links[col] && value !== null && value !== '') {
+        const a = document.createElement('a')
+        a.href = links[col](text)
+        a.textContent = text
+        cell.appendChild(a)
+      } else {
+        cell.textContent = text
+      }
     })
   })
   wrapper.appendChild(table)

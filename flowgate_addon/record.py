@@ -7,6 +7,7 @@ pricing, text extraction — happens in `to_row`, on the writer thread.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ def to_row(
         "agent": record.agent,
         "end_user": record.end_user,
         "client_ip": record.client_ip,
+        "prompt_hash": prompt_hash(body),
         "prompt": _clip(redact(fmt.prompt_text(body)), log.max_text_chars)
         if log.store_prompts and body
         else None,
@@ -154,6 +156,32 @@ def to_row(
 
 
 _COUNTABLE = {"chat.completions", "completions", "embeddings"}
+
+# What makes two requests the same prompt, in every wire format: instructions, the
+# conversation, tools. Not the model, sampling settings or metadata.
+PROMPT_FIELDS = (
+    "system",
+    "instructions",
+    "messages",
+    "input",
+    "prompt",
+    "contents",
+    "systemInstruction",
+    "system_instruction",
+    "tools",
+)
+
+
+def prompt_hash(body: dict[str, Any]) -> str | None:
+    """A short fingerprint of a request's prompt, to find prompts sent again and again.
+
+    A hash, not the text: it is kept even when prompts are not stored.
+    """
+    prompt = {k: body[k] for k in PROMPT_FIELDS if body.get(k) is not None}
+    if not prompt:
+        return None
+    text = json.dumps(prompt, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
 def _read_reply(record: CallRecord, fmt: ModuleType) -> Reply:

@@ -61,6 +61,7 @@ REQUEST_COLUMNS: dict[str, type] = {
     "session": str,
     "agent": str,
     "end_user": str,
+    "prompt_hash": str,
     "client_ip": str,
     "prompt": str,
     "response": str,
@@ -112,9 +113,7 @@ def m004_models(db: sqlite_utils.Database) -> None:
 
 @migrations()
 def m005_rollups(db: sqlite_utils.Database) -> None:
-    """Hourly usage and latency rollups for the dashboards, filled from existing rows."""
-    rollup.create_tables(db.conn)
-    rollup.backfill(db.conn, _INSERT_COLUMNS)
+    """Hourly rollups, first version: built by m007 now, with everything they later gained."""
 
 
 @migrations()
@@ -124,8 +123,19 @@ def m006_ranking_indexes(db: sqlite_utils.Database) -> None:
         db["requests"].create_index([column])
 
 
+@migrations()
+def m007_sessions_prompts(db: sqlite_utils.Database) -> None:
+    """Sessions, agents and repeated prompts: a prompt hash per row, and the rollups rebuilt.
+
+    Rows logged before this have no prompt hash, so they count as distinct prompts.
+    """
+    db["requests"].add_column("prompt_hash", str)
+    db["requests"].create_index(["prompt_hash"])
+    rollup.rebuild(db.conn)
+
+
 # Columns that later migrations add, so that m001 creates the original table.
-_ADDED_LATER = {"cache_write_tokens", "route", "route_fallback"}
+_ADDED_LATER = {"cache_write_tokens", "route", "route_fallback", "prompt_hash"}
 
 
 def open_db(path: Path) -> sqlite_utils.Database:

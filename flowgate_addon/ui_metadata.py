@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from flowgate_addon.config import Settings
+from flowgate_addon.providers import BUILTIN_PROVIDERS, Provider, ProviderRegistry
 
 DASHBOARDS_FILE = Path(__file__).resolve().parent.parent / "config" / "dashboards.yaml"
 
@@ -28,6 +29,8 @@ RANGE = (
 )
 # The same period on the log's own `ts` column (ISO text sorts like time).
 TS_RANGE = RANGE.replace("hour >=", "ts >=").replace("OR hour <", "OR ts <")
+# Sessions and prompts seen in the period (first_ts .. last_ts overlaps it).
+SPAN_RANGE = RANGE.replace("hour >=", "last_ts >=").replace("OR hour <", "OR first_ts <")
 # A percentile from the histogram: the first bucket where the running count reaches it.
 PERCENTILE = (
     "WITH h AS (SELECT bucket, sum(n) AS n FROM latency_hourly "
@@ -54,7 +57,9 @@ def dashboards(db_name: str, source: Path = DASHBOARDS_FILE) -> dict[str, Any]:
                 lambda m: PERCENTILE.format(kind=m.group(1), fraction=m.group(2), range="{range}"),
                 chart.get("query", ""),
             )
-            chart["query"] = query.replace("{ts_range}", TS_RANGE).replace("{range}", RANGE)
+            for name, sql in (("ts_range", TS_RANGE), ("span_range", SPAN_RANGE), ("range", RANGE)):
+                query = query.replace("{" + name + "}", sql)
+            chart["query"] = query
     return config
 
 
@@ -83,7 +88,7 @@ def metadata(db_path: Path, settings: Settings | None = None) -> dict[str, Any]:
 
 
 def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
-    """What FlowGate's pages show of its settings: addresses and routing, no secrets."""
+    """What FlowGate's pages show of its settings: addresses, providers, routing, no secrets."""
     from flowgate_addon.routing.router import scorer_for
 
     server, router = settings.server, settings.smart_router
@@ -102,6 +107,27 @@ def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
             "thresholds": dict(router.classifier.thresholds) if classifier else scorer.thresholds,
             "weights": {} if classifier else scorer.weights,
         },
+        "providers": [
+            _provider_summary(p)
+            for p in ProviderRegistry.from_config(settings.providers).providers.values()
+        ],
+        "pricing": {
+            model: price.model_dump(exclude_none=True) for model, price in settings.pricing.items()
+        },
+    }
+
+
+def _provider_summary(provider: Provider) -> dict[str, Any]:
+    """A provider as the pages show it: where it is and what it serves, never its key."""
+    address = provider.upstream
+    default_port = 443 if address.scheme == "https" else 80
+    host = address.host if address.port == default_port else f"{address.host}:{address.port}"
+    return {
+        "name": provider.name,
+        "kind": "built-in" if provider.name in BUILTIN_PROVIDERS else "custom",
+        "host": host,
+        "price_provider": provider.price_key,
+        "models": list(provider.models),
     }
 
 

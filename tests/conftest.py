@@ -46,15 +46,16 @@ class RunningFlowGate:
     log_path: Path
 
     def rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return self.query(f"SELECT * FROM requests WHERE {where} ORDER BY id", params)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of any query on the log (none while the database is not there yet)."""
         if not self.db_path.exists():
             return []
         conn = sqlite3.connect(self.db_path)
         conn.row_factory = sqlite3.Row
         try:
-            return [
-                dict(r)
-                for r in conn.execute(f"SELECT * FROM requests WHERE {where} ORDER BY id", params)
-            ]
+            return [dict(r) for r in conn.execute(sql, params)]
         except sqlite3.OperationalError:
             return []
         finally:

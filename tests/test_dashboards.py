@@ -21,21 +21,25 @@ def at(hours_ago: float) -> str:
     return (NOW - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-# Two calls in the last day, one three days ago, one 20 days ago (outside 7d).
+# Two calls in the last day, one three days ago, one 20 days ago (outside 7d). The first
+# and third send the same prompt (h1); the first two are one session.
 ROWS = [
     {"ts": at(1), "provider": "openai", "routed_model": "gpt-4o-mini", "status": 200,
      "prompt_tokens": 100, "completion_tokens": 10, "cost_usd": 0.25, "saved_usd": 1.0,
-     "latency_ms": 100.0, "ttft_ms": 40.0, "tier": "SIMPLE"},
+     "latency_ms": 100.0, "ttft_ms": 40.0, "tier": "SIMPLE",
+     "session": "s-a", "agent": "coder", "prompt_hash": "h1", "prompt": "user: Fix it"},
     {"ts": at(2), "provider": "anthropic", "routed_model": "claude-sonnet-4-5", "status": 500,
      "error": "overloaded", "prompt_tokens": 200, "completion_tokens": 0, "cost_usd": 0.0,
-     "latency_ms": 1000.0, "ttft_ms": None, "tier": None},
+     "latency_ms": 1000.0, "ttft_ms": None, "tier": None,
+     "session": "s-a", "agent": "coder", "prompt_hash": "h2"},
     {"ts": at(72), "provider": "openai", "routed_model": "gpt-4o", "status": 200,
      "requested_model": "gpt-4o-mini", "prompt_tokens": 300, "completion_tokens": 30,
      "cost_usd": 1.5, "saved_usd": -0.5, "latency_ms": 400.0, "ttft_ms": 90.0,
-     "tier": "COMPLEX", "caller": "ci"},
+     "tier": "COMPLEX", "caller": "ci",
+     "session": "s-b", "agent": "triage", "prompt_hash": "h1", "prompt": "user: Fix it!"},
     {"ts": at(480), "provider": "openai", "routed_model": "gpt-4o", "status": 200,
      "prompt_tokens": 5000, "completion_tokens": 500, "cost_usd": 9.0,
-     "latency_ms": 50.0, "ttft_ms": 20.0},
+     "latency_ms": 50.0, "ttft_ms": 20.0, "prompt_hash": "h3"},
 ]  # fmt: skip
 
 
@@ -156,3 +160,35 @@ def test_the_top_lists(ds):
     assert (over["requested_model"], over["routed_model"], over["extra_cost"]) == (
         "gpt-4o-mini", "gpt-4o", "$0.5000"
     )  # fmt: skip
+
+
+def test_breakdowns_by_agent_and_session(ds):
+    assert breakdown(ds, "by-agent") == [
+        {"agent": "triage", "requests": "1", "tokens": "330", "spend": "$1.50"},
+        {"agent": "coder", "requests": "2", "tokens": "310", "spend": "$0.25"},
+    ]
+    assert breakdown(ds, "by-agent", "30d")[0] == {
+        "agent": "(no agent)", "requests": "1", "tokens": "5,500", "spend": "$9.00"
+    }  # fmt: skip
+    sessions = breakdown(ds, "sessions")
+    assert [
+        (r["session"], r["agent"], r["requests"], r["tokens"], r["spend"]) for r in sessions
+    ] == [
+        ("s-b", "triage", "1", "330", "$1.5000"),
+        ("s-a", "coder", "2", "310", "$0.2500"),
+    ]
+    assert (sessions[1]["started"], sessions[1]["last_seen"]) == (at(2), at(1))
+    assert [r["session"] for r in breakdown(ds, "sessions", "24h")] == ["s-a"]
+
+
+def test_prompts_sent_again(ds):
+    [repeated] = breakdown(ds, "repeated-prompts")
+    assert repeated == {
+        "prompt_hash": "h1", "times_sent": "2", "spent_on_repeats": "$1.5000",
+        "last_model": "gpt-4o", "tokens_each": "200", "prompt": "user: Fix it!",
+        "last_sent": at(1),
+    }  # fmt: skip
+    # A period the prompt was not sent in.
+    day = (NOW - timedelta(hours=480)).strftime("%Y-%m-%d")
+    assert chart_rows(ds, "repeated-prompts", "breakdowns", period="7d", date_start=day,
+                      date_end=day) == []  # fmt: skip

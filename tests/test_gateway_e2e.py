@@ -422,3 +422,35 @@ def test_a_browser_at_the_gateway_address_lands_on_the_dashboard(flowgate):
     response = httpx.get(flowgate.base_url.removesuffix("/v1") + "/", follow_redirects=False)
     assert response.status_code == 302
     assert response.headers["location"] == f"http://127.0.0.1:{ui_port}/-/dashboards/overview"
+
+
+def test_a_prompt_sent_again_is_counted_as_a_repeat(openai_client, flowgate):
+    """Same conversation, other model and settings: the same prompt, spent again."""
+    session, question = tag(), f"Classify ticket {uuid.uuid4().hex}"
+    for model, temperature in [("gpt-4o-mini", 0), ("gpt-4o", 1), ("gpt-4o-mini", 0.5)]:
+        openai_client.chat.completions.create(
+            model=model,
+            temperature=temperature,
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": question},
+            ],
+            extra_headers={"x-flowgate-session": session, "x-flowgate-agent": "triage"},
+        )
+    openai_client.chat.completions.create(  # another question: another prompt
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Other"}],
+        extra_headers={"x-flowgate-session": session},
+    )
+    rows = flowgate.wait_rows("session = ?", (session,), count=4)
+    hashes = [row["prompt_hash"] for row in sorted(rows, key=lambda r: r["id"])]
+    assert hashes[0] == hashes[1] == hashes[2] != hashes[3]
+    assert all(h and len(h) == 20 for h in hashes)
+
+    prompt = flowgate.query("SELECT * FROM prompts WHERE prompt_hash = ?", (hashes[0],))[0]
+    costs = [row["cost_usd"] for row in sorted(rows, key=lambda r: r["id"])]
+    assert prompt["requests"] == 3 and prompt["model"] == "gpt-4o-mini"
+    assert prompt["repeat_cost_usd"] == pytest.approx(costs[1] + costs[2])
+    [summary] = flowgate.query("SELECT * FROM sessions WHERE session = ?", (session,))
+    assert summary["requests"] == 4 and summary["agent"] == "triage"
+    assert summary["cost_usd"] == pytest.approx(sum(costs))

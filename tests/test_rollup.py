@@ -31,6 +31,9 @@ def random_rows(count: int, seed: int = 7) -> list[dict]:
                 "error": None if status == 200 else "upstream said no",
                 "tier": rng.choice([None, "SIMPLE", "COMPLEX"]),
                 "caller": rng.choice([None, "ci", "web"]),
+                "agent": rng.choice([None, "coder", "triage"]),
+                "session": rng.choice([None, f"s-{rng.randint(1, 40)}"]),
+                "prompt_hash": rng.choice([None, f"p-{rng.randint(1, 300)}"]),
                 "prompt_tokens": rng.randint(1, 5000),
                 "completion_tokens": rng.randint(1, 800),
                 "cached_tokens": rng.choice([0, 0, 100]),
@@ -56,17 +59,63 @@ ROLLED = (
 )
 
 
+SESSION_TOTALS = (
+    "count(*), sum(status >= 400 OR error IS NOT NULL), min(ts), max(ts), "
+    "sum(prompt_tokens), sum(completion_tokens), round(sum(cost_usd), 9), "
+    "round(total(saved_usd), 9)"
+)
+SESSION_ROLLED = (
+    "requests, errors, first_ts, last_ts, prompt_tokens, completion_tokens, "
+    "round(cost_usd, 9), round(saved_usd, 9)"
+)
+
+
 def assert_rollups_match(path) -> None:
     conn = sqlite3.connect(path)
-    by_raw = conn.execute(
-        f"SELECT substr(ts, 1, 13), provider, routed_model, {TOTALS} FROM requests "
-        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    for keys, rollup_keys in [
+        ("substr(ts, 1, 13), provider, routed_model", "hour, provider, model"),
+        ("coalesce(agent, ''), coalesce(caller, ''), coalesce(tier, '')", "agent, caller, tier"),
+    ]:
+        by_raw = conn.execute(
+            f"SELECT {keys}, {TOTALS} FROM requests GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).fetchall()
+        by_rollup = conn.execute(
+            f"SELECT {rollup_keys}, {ROLLED} FROM usage_hourly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).fetchall()
+        assert by_rollup == by_raw
+    sessions = conn.execute(
+        f"SELECT session, {SESSION_TOTALS} FROM requests WHERE session IS NOT NULL "
+        "GROUP BY session ORDER BY session"
     ).fetchall()
-    by_rollup = conn.execute(
-        f"SELECT hour, provider, model, {ROLLED} FROM usage_hourly GROUP BY 1, 2, 3 "
-        "ORDER BY 1, 2, 3"
+    assert sessions
+    assert (
+        conn.execute(f"SELECT session, {SESSION_ROLLED} FROM sessions ORDER BY session").fetchall()
+        == sessions
+    )
+    # A session's agent and caller: the last ones it named.
+    for session, agent in conn.execute("SELECT session, agent FROM sessions"):
+        assert (
+            agent
+            == conn.execute(
+                "SELECT agent FROM requests WHERE session = ? AND agent IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (session,),
+            ).fetchone()[0]
+        )
+    # Prompts: how often each was sent, and what all but its first sending cost.
+    prompts = conn.execute(
+        "SELECT prompt_hash, count(*), min(ts), max(ts), sum(prompt_tokens), "
+        "round(sum(cost_usd), 9), round(sum(cost_usd) - (SELECT cost_usd FROM requests f "
+        "WHERE f.prompt_hash = r.prompt_hash ORDER BY id LIMIT 1), 9) "
+        "FROM requests r WHERE prompt_hash IS NOT NULL GROUP BY prompt_hash ORDER BY 1"
     ).fetchall()
-    assert by_rollup == by_raw
+    assert (
+        conn.execute(
+            "SELECT prompt_hash, requests, first_ts, last_ts, prompt_tokens, "
+            "round(cost_usd, 9), round(repeat_cost_usd, 9) FROM prompts ORDER BY 1"
+        ).fetchall()
+        == prompts
+    )
     latency = conn.execute(
         "SELECT kind, sum(n) FROM latency_hourly GROUP BY kind ORDER BY kind"
     ).fetchall()
@@ -88,16 +137,25 @@ def test_the_writer_keeps_rollups_in_step(tmp_path):
     writer.stop()
     assert writer.written == 2000
     assert_rollups_match(tmp_path / "log.db")
+    conn = sqlite3.connect(tmp_path / "log.db")
+    assert conn.execute("SELECT count(*) FROM prompts WHERE requests > 1").fetchone()[0] > 100
 
 
-def test_an_older_database_is_backfilled(tmp_path):
+@pytest.mark.parametrize("before", ["m005_rollups", "m007_sessions_prompts"])
+def test_an_older_database_is_backfilled(tmp_path, before):
     path = tmp_path / "old.db"
     db = sqlite_utils.Database(path)
-    migrations.apply(db, stop_before="m005_rollups")
-    db["requests"].insert_all(random_rows(1500, seed=3))
+    migrations.apply(db, stop_before=before)
+    rows = random_rows(1500, seed=3)
+    for row in rows:  # rows from before prompt hashes
+        del row["prompt_hash"]
+    db["requests"].insert_all(rows)
     db.conn.close()
     open_db(path).conn.close()
     assert_rollups_match(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM prompts").fetchone() == (0,)
+    assert conn.execute("SELECT count(DISTINCT agent) FROM usage_hourly").fetchone() == (3,)
 
 
 @pytest.mark.parametrize("ms", [1.001, 1.5, 37.0, 812.0, 4096.0, 120_000.0])

@@ -32,6 +32,7 @@ def test_schema_is_migrated_once_and_in_wal(tmp_path):
         "m004_models",
         "m005_rollups",
         "m006_ranking_indexes",
+        "m007_sessions_prompts",
     ]
 
 

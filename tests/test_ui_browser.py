@@ -38,6 +38,9 @@ ROWS = [
         "cost_usd": 0.000123456,
         "latency_ms": 1234.56,
         "caller": "alice",
+        "session": "checkout-7",
+        "agent": "checkout-bot",
+        "prompt_hash": "5eed5eed5eed5eed5eed",
         "prompt": "Summarise the quarterly report",
         "response": "Revenue grew.",
     },
@@ -79,6 +82,9 @@ ROWS = [
         "strategy": "heuristic",
         "latency_ms": 15.0,
         "caller": "alice",
+        "session": "checkout-7",
+        "agent": "checkout-bot",
+        "prompt_hash": "5eed5eed5eed5eed5eed",
     },
 ]
 
@@ -200,7 +206,19 @@ def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: 
         cell = page.locator("#chart-failing td", has_text="upstream exploded").inner_text()
         assert '<img src=x onerror="window.pwned = 1">' in cell  # shown as text
         assert page.evaluate("window.pwned") is None  # and never run
+        page.locator("#chart-by-agent td", has_text="checkout-bot").wait_for()
+        page.locator("#chart-repeated-prompts td", has_text="5eed5eed5eed5eed5eed").wait_for()
         screenshot(page, "ui-dashboard-breakdowns")
+
+        # A session leads to the log filtered to it; a request id to that request's page.
+        page.locator("#chart-sessions a", has_text="checkout-7").click()
+        page.wait_for_url("**/flowgate/requests?session=checkout-7")
+        page.locator("table.rows-and-columns tbody tr").first.wait_for()
+        assert page.locator("table.rows-and-columns tbody tr").count() == 2
+        page.go_back()
+        page.locator("#chart-most-expensive").get_by_role("link", name="2", exact=True).click()
+        page.wait_for_url("**/-/flowgate/request/2")
+        page.get_by_text("claude-sonnet-4").first.wait_for()
         assert errors == []
 
 
@@ -210,7 +228,8 @@ def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: 
         ("/-/flowgate/request/1", "Summarise the quarterly report", "ui-request-page"),
         ("/-/flowgate/router", "Recent decisions", "ui-router-page"),
         ("/-/flowgate/connect", "HTTPS_PROXY", "ui-connect-page"),
-        ("/flowgate/models", "flowgate catalog sync", "ui-model-catalog"),
+        # Nothing synced in this log: the providers' price-map models, with how to sync.
+        ("/-/flowgate/models", "flowgate catalog sync openai", "ui-model-catalog"),
     ],
 )
 def test_flowgate_pages_render_cleanly(browser, ui, path, shows, name):  # noqa: F811
