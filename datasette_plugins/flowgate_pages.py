@@ -5,9 +5,7 @@
   and cost. Long texts are collapsed.
 - /-/flowgate/router: the smart-router settings (read-only) and recent decisions.
 - /-/flowgate/connect: copy-paste snippets to point apps and agents at FlowGate.
-- /-/flowgate/models: the models of every provider FlowGate knows, with prices per 1M
-  tokens, context windows and the smart router's tiers; the synced catalog where there
-  is one, else LiteLLM's price map.
+- /-/flowgate/models: the model catalog with prices (flowgate_catalog.py).
 
 What the pages know about FlowGate's settings comes from the `flowgate` plugin
 config that `flowgate ui` writes into Datasette's metadata; never a secret.
@@ -17,16 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
-from typing import Any, NamedTuple
-from urllib.parse import quote
+from typing import Any
 
 from datasette import hookimpl
 from datasette.utils.asgi import NotFound, Response
 
 from datasette_plugins.flowgate_cells import dollars
-from flowgate_addon.config import PriceSettings
-from flowgate_addon.pricing import PriceBook
 
 PREFIX = "/-/flowgate"
 ROLE_LINE = re.compile(r"^(system|developer|user|assistant|tool|function)(?: \(([^)]*)\))?: ", re.M)
@@ -52,16 +46,16 @@ table.fg-models tr.fg-routed { background: #eef5fd; }
 """
 
 
-def _settings(datasette) -> dict[str, Any]:
+def flowgate_settings(datasette) -> dict[str, Any]:
     return datasette.plugin_config("flowgate") or {}
 
 
-def _log_db(datasette):
-    name = _settings(datasette).get("database") or next(iter(datasette.databases))
+def log_db(datasette):
+    name = flowgate_settings(datasette).get("database") or next(iter(datasette.databases))
     return datasette.get_database(name), name
 
 
-async def _page(datasette, request, title: str, body: str) -> Response:
+async def render_page(datasette, request, title: str, body: str) -> Response:
     from markupsafe import Markup
 
     template = datasette.jinja_env.from_string(PAGE)
@@ -71,7 +65,7 @@ async def _page(datasette, request, title: str, body: str) -> Response:
     return Response.html(html)
 
 
-def _e(value: Any) -> str:
+def esc(value: Any) -> str:
     from markupsafe import escape
 
     return str(escape("" if value is None else value))
@@ -82,10 +76,10 @@ def _text_block(text: str | None, limit: int = 4000) -> str:
     if not text:
         return "<p><em>(none stored)</em></p>"
     if len(text) <= limit:
-        return f"<pre>{_e(text)}</pre>"
+        return f"<pre>{esc(text)}</pre>"
     return (
-        f"<details><summary><pre>{_e(text[:600])}…</pre> show all {len(text):,} "
-        f"characters</summary><pre>{_e(text)}</pre></details>"
+        f"<details><summary><pre>{esc(text[:600])}…</pre> show all {len(text):,} "
+        f"characters</summary><pre>{esc(text)}</pre></details>"
     )
 
 
@@ -115,7 +109,7 @@ def _money(value: float | None) -> str:
 
 
 async def request_page(datasette, request) -> Response:
-    db, name = _log_db(datasette)
+    db, name = log_db(datasette)
     try:
         row_id = int(request.url_vars["id"])
     except ValueError:
@@ -171,7 +165,7 @@ async def request_page(datasette, request) -> Response:
             for dim, value in dims.items():
                 width = max(1, round(float(value) * 200))
                 body.append(
-                    f"<tr><th>{_e(dim)}</th><td>{float(value):.3f}</td>"
+                    f"<tr><th>{esc(dim)}</th><td>{float(value):.3f}</td>"
                     f"<td><span class='fg-bar' style='width:{width}px'></span></td></tr>"
                 )
             body.append("</table>")
@@ -182,24 +176,24 @@ async def request_page(datasette, request) -> Response:
     for role, content in messages:
         kind = role.split(" ")[0]
         body.append(
-            f"<div class='fg-msg fg-{_e(kind)}'><h4>{_e(role)}</h4>{_text_block(content)}</div>"
+            f"<div class='fg-msg fg-{esc(kind)}'><h4>{esc(role)}</h4>{_text_block(content)}</div>"
         )
     body.append("<h2>Response</h2>")
     body.append(f"<div class='fg-msg fg-assistant'>{_text_block(row['response'])}</div>")
-    body.append(f"<p><a href='/{_e(name)}/requests/{row_id}'>The raw row</a></p>")
-    return await _page(datasette, request, f"Request {row_id}", "\n".join(body))
+    body.append(f"<p><a href='/{esc(name)}/requests/{row_id}'>The raw row</a></p>")
+    return await render_page(datasette, request, f"Request {row_id}", "\n".join(body))
 
 
 def _kv(pairs: list[tuple[str, Any]]) -> str:
     cells = "".join(
-        f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs if v not in (None, "")
+        f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in pairs if v not in (None, "")
     )
     return f"<table class='fg-kv'>{cells}</table>"
 
 
 async def router_page(datasette, request) -> Response:
-    router = _settings(datasette).get("router") or {}
-    db, _ = _log_db(datasette)
+    router = flowgate_settings(datasette).get("router") or {}
+    db, _ = log_db(datasette)
     active = router.get("enabled") and router.get("strategy") not in (None, "off")
     body = [
         "<p>Read-only: change <code>smart_router</code> in FlowGate's config. Try a prompt "
@@ -228,19 +222,19 @@ async def router_page(datasette, request) -> Response:
     if not recent.rows:
         body.append("<p><em>No routed requests yet.</em></p>")
     else:
-        head = "".join(f"<th>{_e(c)}</th>" for c in recent.columns)
+        head = "".join(f"<th>{esc(c)}</th>" for c in recent.columns)
         lines = [f"<table class='rows-and-columns'><thead><tr>{head}</tr></thead><tbody>"]
         for r in recent.rows:
             cells = [f"<td><a href='{PREFIX}/request/{r['id']}'>{r['id']}</a></td>"]
-            cells += [f"<td>{_e(r[c])}</td>" for c in recent.columns[1:]]
+            cells += [f"<td>{esc(r[c])}</td>" for c in recent.columns[1:]]
             lines.append("<tr>" + "".join(cells) + "</tr>")
         lines.append("</tbody></table>")
         body.append("".join(lines))
-    return await _page(datasette, request, "Smart router", "\n".join(body))
+    return await render_page(datasette, request, "Smart router", "\n".join(body))
 
 
 async def connect_page(datasette, request) -> Response:
-    settings = _settings(datasette)
+    settings = flowgate_settings(datasette)
     gateway = settings.get("gateway_url", "http://127.0.0.1:7798/v1")
     proxy = settings.get("proxy_url", "http://127.0.0.1:7799")
     snippets = [
@@ -280,222 +274,12 @@ async def connect_page(datasette, request) -> Response:
             "flowgate add-key openai\nflowgate keys list\nflowgate catalog sync",
         ),
     ]
-    body = [f"<p>Gateway: <code>{_e(gateway)}</code> · forward proxy: <code>{_e(proxy)}</code></p>"]
-    for title, code in snippets:
-        body.append(f"<h2>{_e(title)}</h2><pre class='fg-snippet'>{_e(code)}</pre>")
-    return await _page(datasette, request, "Connect an app to FlowGate", "\n".join(body))
-
-
-CHAT_MODES = ("chat", "responses")
-
-
-class ModelRow(NamedTuple):
-    """One model as the catalog page lists it; prices in USD per 1M tokens."""
-
-    model: str
-    input: float | None = None
-    cached_input: float | None = None
-    output: float | None = None
-    context_window: int | None = None
-    configured: bool = False
-
-
-@cache
-def _price_book(pricing: str) -> PriceBook:
-    """FlowGate's prices (the price map and the config's overrides), one per process."""
-    overrides = {m: PriceSettings.model_validate(p) for m, p in json.loads(pricing).items()}
-    return PriceBook(overrides)
-
-
-def _per_million(value: float | None) -> float | None:
-    return None if value is None else round(value * 1e6, 6)
-
-
-def _priced(prices: PriceBook, model: str, price_provider: str, configured: bool) -> ModelRow:
-    price = prices.price(model, price_provider)
-    context = prices.info(model, price_provider).get("max_input_tokens")
-    return ModelRow(
-        model,
-        _per_million(price.input) if price else None,
-        _per_million(price.cached_input) if price else None,
-        _per_million(price.output) if price else None,
-        context if isinstance(context, int) and not isinstance(context, bool) else None,
-        configured,
-    )
-
-
-@cache
-def _price_map_models(price_provider: str, pricing: str) -> tuple[ModelRow, ...]:
-    """The price map's chat models for one provider, priced: built once per process."""
-    prices = _price_book(pricing)
-    return tuple(
-        _priced(prices, model, price_provider, configured=False)
-        for model in prices.models_for(price_provider)
-        if prices.info(model, price_provider).get("mode") in CHAT_MODES
-    )
-
-
-async def _synced(db, provider: str | None) -> dict[str, tuple[str, list[ModelRow]]]:
-    """provider -> (last sync time, its catalog rows), from the `models` table."""
-    if not await db.table_exists("models"):
-        return {}
-    result = await db.execute(
-        "SELECT provider, model, context_window, input_usd_per_1m, cached_input_usd_per_1m, "
-        "output_usd_per_1m, synced_at FROM models WHERE :provider IS NULL "
-        "OR provider = :provider ORDER BY provider, model",
-        {"provider": provider},
-    )
-    synced: dict[str, tuple[str, list[ModelRow]]] = {}
-    for r in result.rows:
-        when, rows = synced.get(r["provider"], ("", []))
-        rows.append(
-            ModelRow(
-                r["model"],
-                r["input_usd_per_1m"],
-                r["cached_input_usd_per_1m"],
-                r["output_usd_per_1m"],
-                r["context_window"],
-            )
-        )
-        synced[r["provider"]] = (max(when, r["synced_at"] or ""), rows)
-    return synced
-
-
-def _usd(value: float | None) -> str:
-    """A price per 1M tokens like the other pages' dollars, never rounded away ($0.075)."""
-    if value is None:
-        return "—"
-    if value >= 0.01 and round(value, 2) != value:
-        return f"${value:,.6f}".rstrip("0")
-    return dollars(value)
-
-
-def _model_table(provider: str, rows: list[ModelRow], tiers: dict[str, list[str]]) -> str:
-    lines = [
-        f"<table class='rows-and-columns fg-models' data-provider='{_e(provider)}'><thead><tr>"
-        "<th>Model</th><th>Input</th><th>Cached input</th><th>Output</th>"
-        "<th>Context window</th><th>Router tier</th></tr></thead><tbody>"
-    ]
-    for row in rows:
-        tier = tiers.get(row.model, []) + tiers.get(f"{provider}/{row.model}", [])
-        note = ""
-        if row.configured:
-            pattern = any(ch in row.model for ch in "*?[")
-            note = f" <small>({'a name pattern ' if pattern else ''}from your config)</small>"
-        prices = "".join(
-            f"<td class='fg-usd' title='{v!r}'>{_e(_usd(v))}</td>"
-            if v is not None
-            else "<td class='fg-usd'>—</td>"
-            for v in (row.input, row.cached_input, row.output)
-        )
-        context = "—" if row.context_window is None else f"{row.context_window:,}"
-        routed = " class='fg-routed'" if tier else ""
-        lines.append(
-            f"<tr{routed}><td><code>{_e(row.model)}</code>{note}</td>"
-            f"{prices}<td class='fg-ctx'>{_e(context)}</td>"
-            f"<td>{''.join(f'<strong>{_e(t)}</strong> ' for t in tier).strip()}</td></tr>"
-        )
-    lines.append("</tbody></table>")
-    return "".join(lines)
-
-
-async def models_page(datasette, request) -> Response:
-    settings = _settings(datasette)
-    providers = settings.get("providers") or []
-    wanted = request.args.get("provider") or None
-    query = (request.args.get("q") or "").strip()
-    db, _ = _log_db(datasette)
-    synced = await _synced(db, wanted)
-    pricing = json.dumps(settings.get("pricing") or {}, sort_keys=True)
-    tiers: dict[str, list[str]] = {}
-    for tier, model in ((settings.get("router") or {}).get("tiers") or {}).items():
-        tiers.setdefault(model, []).append(tier)
-
-    options = "".join(
-        f"<option value='{_e(p['name'])}'{' selected' if p['name'] == wanted else ''}>"
-        f"{_e(p['name'])}</option>"
-        for p in providers
-    )
     body = [
-        "<p>USD per 1M tokens. A provider's list is its own <code>/models</code> once "
-        "<code>flowgate catalog sync</code> has read it (priced from LiteLLM's price map and "
-        "your config's <code>pricing</code>); until then, the chat models LiteLLM's price map "
-        "knows for it. <strong>Router tier</strong> marks the models the smart router sends "
-        "to.</p>",
-        f"<form class='fg-filter' method='get' action='{PREFIX}/models'>"
-        f"<label>Provider <select name='provider'><option value=''>all</option>{options}"
-        f"</select></label><label>Model name contains <input type='search' name='q' "
-        f"value='{_e(query)}'></label><input type='submit' value='Filter'></form>",
+        f"<p>Gateway: <code>{esc(gateway)}</code> · forward proxy: <code>{esc(proxy)}</code></p>"
     ]
-    shown = [p for p in providers if wanted is None or p["name"] == wanted]
-    if not shown:
-        known = ", ".join(p["name"] for p in providers) or "none"
-        body.append(
-            f"<p><strong>No provider named “{_e(wanted)}”.</strong> FlowGate knows: "
-            f"{_e(known)}.</p>"
-            if wanted
-            else "<p><em>No providers in this Datasette's FlowGate settings: start it with "
-            "<code>flowgate ui</code>.</em></p>"
-        )
-        return await _page(datasette, request, "Model catalog", "\n".join(body))
-
-    sections, total, matching, summary = [], 0, 0, []
-    for p in shown:
-        name = p["name"]
-        price_provider = p.get("price_provider") or name
-        listed = synced.get(name)
-        rows = list(listed[1] if listed else _price_map_models(price_provider, pricing))
-        seen = {row.model for row in rows}
-        extra = [
-            _priced(_price_book(pricing), model, price_provider, configured=True)
-            for model in p.get("models") or []
-            if model not in seen
-        ]
-        if listed:
-            source = f"synced {_e(listed[0])}" + (
-                f"; {len(extra)} more from your config" if extra else ""
-            )
-        else:
-            origins = [o for o, n in (("LiteLLM's price map", rows), ("your config", extra)) if n]
-            source = (
-                (f"from {' and '.join(origins)}" if origins else "no models known yet")
-                + f" — run <code>flowgate catalog sync {_e(name)}</code> to list what your "
-                "key can use"
-            )
-        rows += extra
-        hits = [r for r in rows if query.casefold() in r.model.casefold()]
-        total += len(rows)
-        matching += len(hits)
-        count = f"{len(hits)} of {len(rows)}" if query else f"{len(rows)}"
-        summary.append(
-            f"<a href='{PREFIX}/models?provider={_e(quote(name, safe=''))}'>{_e(name)}</a> "
-            f"({_e(count)})"
-        )
-        facts = " · ".join(
-            _e(v) for v in (p.get("kind"), p.get("host"), f"price map name: {price_provider}") if v
-        )
-        section = [
-            f"<h2>{_e(name)} <small>{_e(count)} model{'' if len(rows) == 1 else 's'}</small></h2>",
-            f"<p class='fg-source'>{facts} · {source}</p>",
-        ]
-        if hits:
-            sections += [*section, _model_table(name, hits, tiers)]
-        elif not query:
-            sections += section
-    found = f"{matching} of {total}" if query else f"{total}"
-    body.append(
-        f"<p class='fg-counts'><strong>{_e(found)} model{'' if total == 1 else 's'}</strong> "
-        f"from {len(shown)} "
-        f"provider{'s' if len(shown) != 1 else ''}"
-        + (f" matching “{_e(query)}”" if query else "")
-        + ": "
-        + " · ".join(summary)
-        + "</p>"
-    )
-    if query and not matching:
-        body.append(f"<p><strong>No model name contains “{_e(query)}”.</strong></p>")
-    body += sections
-    return await _page(datasette, request, "Model catalog", "\n".join(body))
+    for title, code in snippets:
+        body.append(f"<h2>{esc(title)}</h2><pre class='fg-snippet'>{esc(code)}</pre>")
+    return await render_page(datasette, request, "Connect an app to FlowGate", "\n".join(body))
 
 
 @hookimpl
@@ -504,7 +288,6 @@ def register_routes():
         (rf"^{PREFIX}/request/(?P<id>[^/]+)$", request_page),
         (rf"^{PREFIX}/router$", router_page),
         (rf"^{PREFIX}/connect$", connect_page),
-        (rf"^{PREFIX}/models$", models_page),
     ]
 
 
@@ -513,5 +296,4 @@ def menu_links(datasette, actor):
     return [
         {"href": f"{PREFIX}/router", "label": "Smart router"},
         {"href": f"{PREFIX}/connect", "label": "Connect an app"},
-        {"href": f"{PREFIX}/models", "label": "Model catalog"},
     ]
