@@ -3,7 +3,9 @@
 Summing a month of a busy log row by row takes seconds; the same figures from
 the rollups take milliseconds:
 
-- `usage_hourly`: one row per hour, provider, model, tier, caller and agent.
+- `usage_hourly`: one row per hour, provider, model and tier.
+- `callers_hourly`: the same sums per hour, caller and agent. Two narrow tables, not
+  one with every key: their product would have as many rows as the log.
 - `latency_hourly`: latency and time-to-first-token histograms per hour, with
   buckets an eighth of an octave wide (about 9 %), so p50/p95 over any range are
   read, not sorted.
@@ -25,7 +27,8 @@ from typing import Any
 
 BUCKETS_PER_OCTAVE = 8
 
-USAGE_KEYS = ("hour", "provider", "model", "tier", "caller", "agent")
+USAGE_KEYS = ("hour", "provider", "model", "tier")
+CALLER_KEYS = ("hour", "caller", "agent")
 USAGE_SUMS = (
     "requests",
     "errors",
@@ -40,7 +43,7 @@ USAGE_SUMS = (
 _REAL = {"cost_usd", "saved_usd", "latency_ms", "repeat_cost_usd"}
 SESSION_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "saved_usd")
 PROMPT_SUMS = ("requests", "prompt_tokens", "cost_usd", "repeat_cost_usd")
-TABLES = ("usage_hourly", "latency_hourly", "sessions", "prompts")
+TABLES = ("usage_hourly", "callers_hourly", "latency_hourly", "sessions", "prompts")
 
 
 def _added(columns: Sequence[str]) -> str:
@@ -56,6 +59,7 @@ def _upsert(table: str, columns: Sequence[str], keys: Sequence[str], update: str
 
 
 USAGE_SQL = _upsert("usage_hourly", USAGE_KEYS + USAGE_SUMS, USAGE_KEYS, _added(USAGE_SUMS))
+CALLER_SQL = _upsert("callers_hourly", CALLER_KEYS + USAGE_SUMS, CALLER_KEYS, _added(USAGE_SUMS))
 LATENCY_SQL = _upsert(
     "latency_hourly",
     ("hour", "kind", "bucket", "n"),
@@ -89,11 +93,12 @@ def _sums(columns: Sequence[str]) -> str:
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
-    keys = ", ".join(f"{k} TEXT NOT NULL DEFAULT ''" for k in USAGE_KEYS)
-    conn.execute(
-        f"CREATE TABLE usage_hourly ({keys}, {_sums(USAGE_SUMS)}, "
-        f"PRIMARY KEY ({', '.join(USAGE_KEYS)}))"
-    )
+    for table, keys in (("usage_hourly", USAGE_KEYS), ("callers_hourly", CALLER_KEYS)):
+        columns = ", ".join(f"{k} TEXT NOT NULL DEFAULT ''" for k in keys)
+        conn.execute(
+            f"CREATE TABLE {table} ({columns}, {_sums(USAGE_SUMS)}, "
+            f"PRIMARY KEY ({', '.join(keys)}))"
+        )
     conn.execute(
         "CREATE TABLE latency_hourly (hour TEXT NOT NULL, kind TEXT NOT NULL, "
         "bucket INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (hour, kind, bucket))"
@@ -172,6 +177,7 @@ class RollupBatch:
 
     def rows(self, rows: Iterable[Sequence[Any]]) -> dict[str, list[tuple[Any, ...]]]:
         usage: dict[tuple[str, ...], list[float]] = {}
+        callers: dict[tuple[str, ...], list[float]] = {}
         latency: dict[tuple[str, str, int], int] = {}
         sessions: dict[str, list[Any]] = {}
         prompts: dict[str, list[Any]] = {}
@@ -202,20 +208,28 @@ class RollupBatch:
             failed = status is None or status >= 400 or error is not None
             prompt_tokens, completion_tokens = prompt_tokens or 0, completion_tokens or 0
             cost, saved = cost or 0, saved or 0
-            key = (hour, provider or "", model, tier or "", caller or "", agent or "")
-            sums = usage.get(key)
-            if sums is None:
-                sums = usage[key] = [0] * len(USAGE_SUMS)
-            sums[0] += 1
-            sums[1] += failed
-            sums[2] += bool(tier)
-            sums[3] += prompt_tokens
-            sums[4] += completion_tokens
-            sums[5] += cached_tokens or 0
-            sums[6] += cost
-            sums[7] += saved
+            values = (
+                1,
+                failed,
+                bool(tier),
+                prompt_tokens,
+                completion_tokens,
+                cached_tokens or 0,
+                cost,
+                saved,
+                ms or 0,
+            )
+            for table, key in (
+                (usage, (hour, provider or "", model, tier or "")),
+                (callers, (hour, caller or "", agent or "")),
+            ):
+                sums = table.get(key)
+                if sums is None:
+                    table[key] = list(values)
+                else:
+                    for i, value in enumerate(values):
+                        sums[i] += value
             if ms is not None:
-                sums[8] += ms
                 entry = (hour, "latency", bucket(ms))
                 latency[entry] = latency.get(entry, 0) + 1
             if ttft is not None:
@@ -245,6 +259,7 @@ class RollupBatch:
                     p[7] += cost
         return {
             USAGE_SQL: [(*key, *sums) for key, sums in usage.items()],
+            CALLER_SQL: [(*key, *sums) for key, sums in callers.items()],
             LATENCY_SQL: [(*key, n) for key, n in latency.items()],
             SESSION_SQL: [tuple(s) for s in sessions.values()],
             PROMPT_SQL: [tuple(p) for p in prompts.values()],

@@ -72,15 +72,24 @@ SESSION_ROLLED = (
 
 def assert_rollups_match(path) -> None:
     conn = sqlite3.connect(path)
-    for keys, rollup_keys in [
-        ("substr(ts, 1, 13), provider, routed_model", "hour, provider, model"),
-        ("coalesce(agent, ''), coalesce(caller, ''), coalesce(tier, '')", "agent, caller, tier"),
+    for keys, table, rollup_keys in [
+        ("substr(ts, 1, 13), provider, routed_model", "usage_hourly", "hour, provider, model"),
+        (
+            "substr(ts, 1, 10), coalesce(tier, ''), provider",
+            "usage_hourly",
+            "substr(hour, 1, 10), tier, provider",
+        ),
+        (
+            "substr(ts, 1, 13), coalesce(caller, ''), coalesce(agent, '')",
+            "callers_hourly",
+            "hour, caller, agent",
+        ),
     ]:
         by_raw = conn.execute(
             f"SELECT {keys}, {TOTALS} FROM requests GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         ).fetchall()
         by_rollup = conn.execute(
-            f"SELECT {rollup_keys}, {ROLLED} FROM usage_hourly GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            f"SELECT {rollup_keys}, {ROLLED} FROM {table} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
         ).fetchall()
         assert by_rollup == by_raw
     sessions = conn.execute(
@@ -155,7 +164,7 @@ def test_an_older_database_is_backfilled(tmp_path, before):
     assert_rollups_match(path)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT count(*) FROM prompts").fetchone() == (0,)
-    assert conn.execute("SELECT count(DISTINCT agent) FROM usage_hourly").fetchone() == (3,)
+    assert conn.execute("SELECT count(DISTINCT agent) FROM callers_hourly").fetchone() == (3,)
 
 
 @pytest.mark.parametrize("ms", [1.001, 1.5, 37.0, 812.0, 4096.0, 120_000.0])
