@@ -17,6 +17,7 @@ import yaml
 
 from flowgate_addon.config import Settings
 from flowgate_addon.providers import BUILTIN_PROVIDERS, Provider, ProviderRegistry
+from flowgate_addon.store import FACET_COLUMNS
 
 DASHBOARDS_FILE = Path(__file__).resolve().parent.parent / "config" / "dashboards.yaml"
 
@@ -43,7 +44,7 @@ PERCENTILE = (
 # Datasette settings for the log: facet suggestions scan every column of every row, which
 # takes seconds on a big log; the useful facets are configured instead (REQUEST_FACETS).
 SETTINGS: dict[str, Any] = {"suggest_facets": False, "sql_time_limit_ms": 3000}
-REQUEST_FACETS = ["provider", "routed_model", "tier", "status", "caller"]
+REQUEST_FACETS = list(FACET_COLUMNS)  # each with a covering index (see store.py)
 _PERCENTILE_REF = re.compile(r"\{percentile:(latency|ttft):([01]\.\d+)\}")
 
 
