@@ -38,6 +38,12 @@ def test_demo_fills_the_configured_log(tmp_path):
     assert measured == count - failed  # every answered call has its usage
     tiers = {row[0] for row in conn.execute("SELECT DISTINCT tier FROM requests")}
     assert {"SIMPLE", "MEDIUM", "COMPLEX", "REASONING"} <= tiers
+    # Sessions, agents and prompts sent again: the breakdowns have something to show.
+    [(sessions, agents, repeated)] = conn.execute(
+        "SELECT (SELECT count(*) FROM sessions), (SELECT count(DISTINCT agent) FROM "
+        "callers_hourly WHERE agent != ''), (SELECT count(*) FROM prompts WHERE requests > 1)"
+    )
+    assert sessions == 10 and agents >= 2 and repeated >= 3
     conn.close()
 
     # The dashboards see it: the overview's request count for the last 24 hours.
