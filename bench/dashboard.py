@@ -4,7 +4,8 @@ Generates the rows (30 days of traffic: several providers and models, routed and
 unrouted calls, errors, streams, callers and sessions, repeated prompts) into a fresh
 log database through the same rollup code the log writer uses, then times, in a real
 Datasette with FlowGate's plugins and metadata: the dashboard page, every chart's query
-for each period, and the log browser's first page. Prints a markdown table of medians.
+for each period, the log browser's first page and filtered pages, and FlowGate's own
+pages. Prints a markdown table of medians.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ async def timings(path: Path, repeats: int) -> list[tuple[str, float, float]]:
     repeated = _any(path, "prompt_hash", "prompt LIKE 'Summarise%'")
     targets.append(("log browser, one repeated prompt", f"/{db}/requests?prompt_hash={repeated}"))
     targets.append(("request page", f"/-/flowgate/request/{_any(path, 'id')}"))
+    targets.append(("router page (recent decisions)", "/-/flowgate/router"))
+    targets.append(("model catalog page", "/-/flowgate/models"))
     for period in ("24h", "7d", "30d"):
         for slug, dashboard in dashboards.items():
             for name, chart in dashboard["charts"].items():

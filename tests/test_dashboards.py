@@ -111,6 +111,7 @@ def test_percentiles_come_from_the_histogram(ds):
     assert metric(ds, "latency-p50", period="7d") == round(bucket_ms(bucket(400.0)))
     assert metric(ds, "latency-p95", period="7d") == round(bucket_ms(bucket(1000.0)))
     assert metric(ds, "ttft-p50", period="24h") == round(bucket_ms(bucket(40.0)))
+    assert metric(ds, "ttft-p95", period="7d") == round(bucket_ms(bucket(90.0)))
     assert metric(ds, "latency-p50", period="24h", date_start="2000-01-01",
                   date_end="2000-01-02") == "-"  # fmt: skip
 
@@ -192,3 +193,15 @@ def test_prompts_sent_again(ds):
     day = (NOW - timedelta(hours=480)).strftime("%Y-%m-%d")
     assert chart_rows(ds, "repeated-prompts", "breakdowns", period="7d", date_start=day,
                       date_end=day) == []  # fmt: skip
+
+
+def test_every_chart_is_checked_here():
+    """A chart added to the dashboards without a test of its figures fails this."""
+    import pathlib
+    import re
+
+    source = pathlib.Path(__file__).read_text()
+    config = metadata(pathlib.Path("logs.db"))["plugins"]["datasette-dashboards"]
+    charts = {name for dashboard in config.values() for name in dashboard["charts"]}
+    checked = set(re.findall(r'(?:metric|chart_rows|breakdown)\(ds, "([a-z0-9-]+)"', source))
+    assert charts - checked == set()
