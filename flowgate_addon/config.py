@@ -105,6 +105,8 @@ class LoggingSettings(_Section):
     max_text_chars: int = Field(200_000, ge=0)
     level: Literal["debug", "info", "warning", "error"] = "info"
     redact_patterns: list[str] = []
+    retention_days: int | None = Field(None, ge=1)  # None: keep every row
+    max_db_mb: int | None = Field(None, ge=10)  # None: no size cap
 
     @field_validator("redact_patterns")
     @classmethod

@@ -22,7 +22,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from flowgate_addon import rollup
+from flowgate_addon import retention, rollup
 
 log = logging.getLogger("flowgate.store")
 
@@ -204,6 +204,9 @@ class LogWriter:
         flush_interval: float = 0.25,
         max_backlog: int = 100_000,
         final_retry_seconds: float = 5.0,
+        retention_days: float | None = None,
+        max_db_mb: float | None = None,
+        prune_interval: float = 3600.0,
     ):
         self.path = path
         self.to_row = to_row
@@ -213,6 +216,8 @@ class LogWriter:
         self.failed_batches = 0
         self.dropped = 0
         self.row_errors = 0
+        self.pruned = 0  # old rows deleted by retention_days / max_db_mb (see retention.py)
+        self._pruner = retention.Pruner(path, retention_days, max_db_mb, prune_interval)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._backlog: deque[tuple[Any, ...]] = deque()
         self._max_backlog = max_backlog
@@ -255,6 +260,11 @@ class LogWriter:
         stopping = False
         while not stopping:
             timeout = 1.0 if self._backlog else None  # idle; retry kept rows now and then
+            if self._pruner.active:  # prune between batches: at start, then every interval
+                assert self._db is not None
+                self.pruned += self._pruner.run(self._db.conn)
+                wait = self._pruner.wait()
+                timeout = wait if timeout is None else min(timeout, wait)
             try:
                 items = [self._queue.get(timeout=timeout)]
             except queue.Empty:
