@@ -75,6 +75,8 @@ class FlowGate:
             batch_size=settings.database.batch_size,
             flush_interval=settings.database.flush_interval_ms / 1000,
             max_backlog=settings.database.max_backlog,
+            retention_days=settings.logging.retention_days,
+            max_db_mb=settings.logging.max_db_mb,
         )
         try:
             writer.start()
@@ -192,7 +194,14 @@ class FlowGate:
             flow.response.headers[ROUTE_HEADER] = record.route_header
         record.sse = flow.response.headers.get("content-type", "").startswith("text/event-stream")
         if record.sse or (record.stream and 200 <= flow.response.status_code < 300):
-            flow.response.stream = StreamTap(record, record.strip_usage and record.sse)
+            strip = record.strip_usage and record.sse
+            flow.response.stream = StreamTap(record, strip)
+            if strip and "content-length" in flow.response.headers:
+                # The usage chunk goes, so the length the upstream declared would be wrong and
+                # the client would wait for bytes that never come: frame it by chunks instead.
+                del flow.response.headers["content-length"]
+                if flow.request.http_version == "HTTP/1.1":
+                    flow.response.headers["transfer-encoding"] = "chunked"
 
     def response(self, flow: http.HTTPFlow) -> None:
         record: CallRecord | None = flow.metadata.pop(METADATA_KEY, None)

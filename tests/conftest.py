@@ -128,7 +128,7 @@ def write_config(directory: Path, fake: FakeProvider, extra: dict[str, Any] | No
             # The fake provider's behaviour-picking model names (see fake_provider.py).
             "openai": {
                 "base_url": f"{fake.base_url}/v1",
-                "models": ["fail-400", "fail-500", "no-usage", "echo"],
+                "models": ["fail-400", "fail-500", "no-usage", "echo", "sized-stream"],
             },
             "local": {
                 "base_url": f"{fake.base_url}/custom/v1",

@@ -300,6 +300,14 @@ class FakeProvider:
                             }
                         },
                     )
+                elif body.get("stream") and model == "sized-stream":
+                    # A whole event stream with a content-length, as some servers send it.
+                    data = b"".join(chat_stream_events(body))
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                 elif body.get("stream"):
                     self._stream(chat_stream_events(body))
                 else:

@@ -454,3 +454,24 @@ def test_a_prompt_sent_again_is_counted_as_a_repeat(openai_client, flowgate):
     [summary] = flowgate.query("SELECT * FROM sessions WHERE session = ?", (session,))
     assert summary["requests"] == 4 and summary["agent"] == "triage"
     assert summary["cost_usd"] == pytest.approx(sum(costs))
+
+
+def test_a_stream_with_a_content_length_still_ends(flowgate):
+    """The usage chunk FlowGate removes must not leave the client waiting for its bytes."""
+    session = tag()
+    body = {
+        "model": "sized-stream",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    with httpx.stream(
+        "POST",
+        f"{flowgate.base_url}/chat/completions",
+        json=body,
+        timeout=5,  # a client reading to the declared length would wait until this
+        headers={"authorization": "Bearer sk-client-key", "x-flowgate-session": session},
+    ) as response:
+        received = response.read()
+    assert received.endswith(b"data: [DONE]\n\n") and b'"usage"' not in received
+    [row] = flowgate.wait_rows("session = ?", (session,))
+    assert row["status"] == 200 and row["completion_tokens"] and row["error"] is None
