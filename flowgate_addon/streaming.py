@@ -79,7 +79,7 @@ def _is_usage_only(event: bytes) -> bool:
         if line.startswith(b"data:"):
             try:
                 obj = json.loads(line[5:])
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 return False
             return isinstance(obj, dict) and obj.get("choices") == [] and bool(obj.get("usage"))
     return False

@@ -9,7 +9,9 @@ from typing import Any
 from flowgate_addon.apis.common import (
     Reply,
     Usage,
+    as_dict,
     as_int,
+    as_list,
     error_text,
     json_object,
     model_in_body,
@@ -84,8 +86,7 @@ def read_sse_response(chunks: Iterable[bytes]) -> Reply:
         if message := error_message(obj):
             reply.error = message
         if kind == "message_start":
-            message_obj = obj.get("message") or {}
-            _merge_usage(raw_usage, message_obj.get("usage"))
+            _merge_usage(raw_usage, as_dict(obj.get("message")).get("usage"))
         elif kind == "message_delta":
             _merge_usage(raw_usage, obj.get("usage"))
         elif kind == "content_block_start":
@@ -162,7 +163,7 @@ def prompt_text(body: dict[str, Any]) -> str:
         lines.append(f"system: {system}")
     elif isinstance(system, list) and system:
         lines.append(f"system: {content_text(system)}")
-    for message in body.get("messages") or ():
+    for message in as_list(body.get("messages")):
         if isinstance(message, dict):
             lines.append(f"{message.get('role', '?')}: {content_text(message.get('content'))}")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ class Usage:
         """OpenAI's usage object (Chat Completions and Responses field names)."""
         if not isinstance(usage, dict):
             return None
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+        details = as_dict(usage.get("prompt_tokens_details") or usage.get("input_tokens_details"))
         prompt = as_int(usage.get("prompt_tokens", usage.get("input_tokens")))
         completion = as_int(usage.get("completion_tokens", usage.get("output_tokens")))
         total = as_int(usage.get("total_tokens"))
@@ -35,6 +35,21 @@ class Usage:
 
 def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one: wrong types read as absent."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """`value` if it is a JSON array, else an empty one: wrong types read as absent."""
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str:
+    """`value` if it is a string, else an empty one."""
+    return value if isinstance(value, str) else ""
 
 
 @dataclass
@@ -83,7 +98,7 @@ def json_object(data: bytes | str) -> dict[str, Any] | None:
     """A JSON object, or None for anything else (bad JSON, arrays, scalars)."""
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
     return value if isinstance(value, dict) else None
 

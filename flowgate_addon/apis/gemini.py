@@ -12,7 +12,15 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from flowgate_addon.apis.common import Reply, Usage, as_int, error_text, sse_objects
+from flowgate_addon.apis.common import (
+    Reply,
+    Usage,
+    as_dict,
+    as_int,
+    as_list,
+    error_text,
+    sse_objects,
+)
 
 METHODS = {
     "generateContent": "generateContent",
@@ -94,7 +102,7 @@ def _read_objects(objects: Iterable[Any]) -> Reply:
             continue
         seen = True
         first = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
-        for part in (first.get("content") or {}).get("parts") or ():
+        for part in as_list(as_dict(first.get("content")).get("parts")):
             if not isinstance(part, dict) or part.get("thought") is True:
                 continue
             if isinstance(part.get("text"), str):
@@ -120,7 +128,7 @@ def _json_objects(body: bytes) -> Iterator[Any]:
     text = body.decode("utf-8", "replace")
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         pass
     else:
         yield from value if isinstance(value, list) else [value]
@@ -137,7 +145,7 @@ def _json_objects(body: bytes) -> Iterator[Any]:
             return
         try:
             item, pos = decoder.raw_decode(text, pos)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         yield item
 

@@ -12,7 +12,10 @@ from typing import Any
 from flowgate_addon.apis.common import (
     Reply,
     Usage,
+    as_dict,
     as_int,
+    as_list,
+    as_str,
     error_text,
     json_object,
     model_in_body,
@@ -46,9 +49,8 @@ def usage_from(usage: Any) -> Usage | None:
     """OpenAI usage (Chat Completions or Responses names), with cache writes if reported."""
     result = Usage.from_obj(usage)
     if result is not None:
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-        if isinstance(details, dict):
-            result.cache_write_tokens = as_int(details.get("cache_write_tokens"))
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+        result.cache_write_tokens = as_int(as_dict(details).get("cache_write_tokens"))
     return result
 
 
@@ -89,15 +91,18 @@ def read_sse_response(chunks: Iterable[bytes]) -> Reply:
             else:
                 calls.feed(kind, obj)
             continue
-        for choice in obj.get("choices") or ():
-            delta = choice.get("delta") or {}
+        for choice in as_list(obj.get("choices")):
+            delta = as_dict(as_dict(choice).get("delta"))
             if isinstance(delta.get("content"), str):
                 parts.append(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                slot = tools.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
-                function = call.get("function") or {}
-                slot["name"] += function.get("name") or ""
-                slot["arguments"] += function.get("arguments") or ""
+            for call in as_list(delta.get("tool_calls")):
+                call = as_dict(call)
+                slot = tools.setdefault(
+                    as_int(call.get("index")) or 0, {"name": "", "arguments": ""}
+                )
+                function = as_dict(call.get("function"))
+                slot["name"] += as_str(function.get("name"))
+                slot["arguments"] += as_str(function.get("arguments"))
     if calls.seen:
         text = "".join(parts)
         if calls.refusal:
@@ -161,11 +166,12 @@ def response_text(obj: dict[str, Any]) -> str | None:
         return None
     parts = []
     for choice in choices:
-        message = choice.get("message") or {}
+        choice = as_dict(choice)
+        message = as_dict(choice.get("message"))
         if isinstance(message.get("content"), str):
             parts.append(message["content"])
-        for call in message.get("tool_calls") or ():
-            function = call.get("function") or {}
+        for call in as_list(message.get("tool_calls")):
+            function = as_dict(as_dict(call).get("function"))
             parts.append(f"[tool call] {function.get('name')}({function.get('arguments')})")
         if isinstance(choice.get("text"), str):
             parts.append(choice["text"])
@@ -214,8 +220,8 @@ def prompt_text(body: dict[str, Any]) -> str:
             if not isinstance(message, dict):
                 continue
             lines.append(f"{message.get('role', '?')}: {content_text(message.get('content'))}")
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") or {}
+            for call in as_list(message.get("tool_calls")):
+                function = as_dict(as_dict(call).get("function"))
                 lines.append(f"  [tool call] {function.get('name')}({function.get('arguments')})")
         return "\n".join(lines)
     if _is_responses_input(body):
@@ -271,7 +277,7 @@ def content_text(content: Any) -> str:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if isinstance(part, dict) and part.get("type") in _TEXT_PARTS:
+            if isinstance(part, dict) and as_str(part.get("type")) in _TEXT_PARTS:
                 parts.append(str(part.get("text", "")))
             elif isinstance(part, dict):
                 parts.append(f"[{part.get('type', 'part')}]")
