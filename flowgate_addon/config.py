@@ -37,6 +37,9 @@ class ServerSettings(_Section):
     port: int = Field(7798, ge=1, le=65535)
     proxy_port: int = Field(7799, ge=1, le=65535)
     ui_port: int = Field(8001, ge=1, le=65535)
+    # Seconds an upstream may send nothing (before its headers, or within a stream)
+    # before FlowGate gives up on it; 0: no limit (mitmproxy's own cutoff is 600 s).
+    upstream_timeout_s: float = Field(300.0, ge=0, le=590)
 
 
 class DatabaseSettings(_Section):

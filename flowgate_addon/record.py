@@ -64,6 +64,8 @@ class CallRecord:
     baseline_model: str | None = None
     baseline_price_key: str | None = None
     client_key_ok: bool = True  # False when routing chose a provider the client did not ask for
+    timed_out: bool = False  # the upstream went silent too long and FlowGate cut it off
+    watchdog: Any = None  # the asyncio task watching the upstream for silence
 
     def keep_response(self, response: Response) -> None:
         """Keep a buffered response body (still encoded) for the writer thread."""
@@ -93,7 +95,14 @@ def to_row(
     usage = reply.usage
     usage_source = "provider" if usage and usage.prompt_tokens is not None else None
     ok = record.status is not None and 200 <= record.status < 300 and not record.error
-    if usage_source is None and ok and not record.local and record.endpoint in _COUNTABLE:
+    # A stream broken off (client gone, upstream cut off): the tokens seen so far.
+    partial = bool(record.chunks and reply.text) and not ok and record.status == 200
+    if (
+        usage_source is None
+        and (ok or partial)
+        and not record.local
+        and record.endpoint in _COUNTABLE
+    ):
         model = record.routed_model or record.requested_model or ""
         usage = Usage(
             prompt_tokens=tokencount.count_request(model, body),
@@ -114,6 +123,9 @@ def to_row(
     end = record.t_end or record.t_start
     decision = record.decision
     error = record.error or (reply.error if not ok else None)
+    if error is None and not ok and record.status is not None:  # an error body not in JSON
+        detail = reply.text or _body_text(record)
+        error = f"HTTP {record.status}" + (f": {detail}" if detail else "")
     return {
         "ts": iso(record.t_start),
         "mode": record.mode,
@@ -203,12 +215,26 @@ def _read_reply(record: CallRecord, fmt: ModuleType) -> Reply:
     return Reply()
 
 
+def _body_text(record: CallRecord, limit: int = 500) -> str | None:
+    """The start of a buffered response body, as text."""
+    body = record.response_body
+    if not body:
+        return None
+    content_encoding = record.response_headers and record.response_headers.get("content-encoding")
+    if content_encoding:
+        try:
+            body = encoding.decode(body, content_encoding)
+        except ValueError:
+            return None
+    return body[:limit].decode("utf-8", "replace").strip() or None
+
+
 def _json(raw: bytes | None) -> dict[str, Any]:
     if not raw:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         return {}
     return value if isinstance(value, dict) else {}
 
