@@ -356,10 +356,11 @@ class Gateway:
             record.request_body = raw
         try:
             body = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, or nested past any sense
             if record.endpoint in MODEL_ENDPOINTS:
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
                 self._fail(
-                    flow, record, 400, f"the request body is not valid JSON: {exc}", "invalid_json"
+                    flow, record, 400, f"the request body is not valid JSON: {why}", "invalid_json"
                 )
             return None
         if not isinstance(body, dict):

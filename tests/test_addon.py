@@ -121,7 +121,10 @@ def test_provider_prefix_selects_the_provider(addon):
     [
         (b"{oops", "invalid_json"),
         (b"[1, 2]", "invalid_json"),
+        (b'{"model": ' + b"[" * 100_000, "invalid_json"),  # nested past the parser's depth
+        (b"\xff\xfe{not utf-8", "invalid_json"),
         ({"messages": []}, "missing_model"),
+        ({"model": 42, "messages": []}, "missing_model"),
     ],
 )
 def test_bad_requests_get_openai_errors(addon, body, code):
