@@ -329,7 +329,10 @@ def test_usage_is_estimated_when_the_provider_reports_none(openai_client, flowga
 def test_flowgate_errors_use_the_openai_shape(flowgate):
     cases = [
         ("/chat/completions", b"{not json", 400, "invalid_json"),
+        ("/chat/completions", b"\xff\xfe not utf-8", 400, "invalid_json"),
+        ("/chat/completions", b'{"model": ' + b"[" * 50_000, 400, "invalid_json"),
         ("/chat/completions", json.dumps({"messages": []}).encode(), 400, "missing_model"),
+        ("/chat/completions", json.dumps({"model": ["x"]}).encode(), 400, "missing_model"),
     ]
     for path, content, status, code in cases:
         response = httpx.post(
@@ -475,3 +478,21 @@ def test_a_stream_with_a_content_length_still_ends(flowgate):
     assert received.endswith(b"data: [DONE]\n\n") and b'"usage"' not in received
     [row] = flowgate.wait_rows("session = ?", (session,))
     assert row["status"] == 200 and row["completion_tokens"] and row["error"] is None
+
+
+def test_a_50_mb_request_goes_through_and_is_logged_clipped(flowgate, fake_provider):
+    """A huge prompt is forwarded whole; the log keeps a clipped copy, not 50 MB."""
+    session = tag()
+    text = "lorem ipsum " * (50 * 1024 * 1024 // 12)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+    reply = httpx.post(
+        f"{flowgate.base_url}/chat/completions",
+        json=body,
+        headers={"authorization": "Bearer sk-client-key", "x-flowgate-session": session},
+        timeout=120,
+    )
+    assert reply.status_code == 200, reply.text[:300]
+    [row] = flowgate.wait_rows("session = ?", (session,), timeout=60)
+    assert row["status"] == 200 and row["prompt_hash"]
+    assert len(row["prompt"]) < 300_000 and "more characters not stored" in row["prompt"]
+    assert httpx.get(f"{flowgate.base_url}/models").status_code == 200  # still serving
