@@ -339,15 +339,7 @@ class FakeProvider:
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        scheme = "http"
-        if self.tls is not None:
-            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
-            scheme = "https"
-        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.port, self.base_url = serve(Handler, self.tls)
         return self
 
     def stop(self) -> None:
@@ -363,3 +355,22 @@ class FakeProvider:
             if item.path.endswith(path_suffix):
                 return item
         raise AssertionError(f"upstream received nothing at {path_suffix}")
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many requests at once: no refused or reset connects
+    daemon_threads = True
+
+
+def serve(
+    handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> tuple[ThreadingHTTPServer, int, str]:
+    """Serve HANDLER on a free loopback port (HTTPS with TLS), on a daemon thread."""
+    server = _Server(("127.0.0.1", 0), handler)
+    port = server.server_address[1]
+    scheme = "http"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, port, f"{scheme}://127.0.0.1:{port}"

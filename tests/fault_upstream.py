@@ -22,8 +22,10 @@ import json
 import socket
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from fake_provider import serve
 
 CREATED = 1_700_000_000
 PROMPT_TOKENS = 11
@@ -165,18 +167,7 @@ class FaultUpstream:
                 self.end_headers()
                 self.wfile.write(data)
 
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128  # many streams at once: no refused or reset connects
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        scheme = "http"
-        if self.tls is not None:
-            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
-            scheme = "https"
-        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.port, self.base_url = serve(Handler, self.tls)
         return self
 
     def stop(self) -> None:

@@ -10,7 +10,6 @@ import itertools
 import json
 import math
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from fake_provider import chat_completion, chat_stream_events, usage_for
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
+from test_streaming import record
 
 from flowgate_addon import tokencount
 from flowgate_addon.apis import FORMATS, anthropic, gemini, openai
@@ -33,7 +33,7 @@ from flowgate_addon.apis.common import (
     sse_payloads,
     stream_flag_in_body,
 )
-from flowgate_addon.record import CallRecord, prompt_hash
+from flowgate_addon.record import prompt_hash
 from flowgate_addon.streaming import StreamTap
 
 # Hypothesis caches constants and Unicode tables under its home directory; keep that out of
@@ -523,20 +523,8 @@ def test_gemini_array_stream_cut_anywhere(marker):
 # --- the usage stripper -----------------------------------------------------------------------
 
 
-def tap_record() -> CallRecord:
-    return CallRecord(
-        t_start=time.time(),
-        mode="gateway",
-        client_ip=None,
-        method="POST",
-        path="/v1/chat/completions",
-        endpoint="chat.completions",
-        host="x",
-    )
-
-
 def run_tap(chunks: list[bytes], strip_usage: bool = True) -> list[bytes]:
-    tap = StreamTap(tap_record(), strip_usage=strip_usage)
+    tap = StreamTap(record(), strip_usage=strip_usage)
     out: list[bytes] = []
     for chunk in [*chunks, b""]:
         result = tap(chunk)
@@ -564,7 +552,7 @@ def test_stripper_takes_any_bytes(chunks):
 @FEW
 @given(chunked_streams)
 def test_passthrough_is_untouched(chunks):
-    tap = StreamTap(tap_record(), strip_usage=False)
+    tap = StreamTap(record(), strip_usage=False)
     for chunk in chunks:
         assert tap(chunk) is chunk
 
