@@ -36,7 +36,7 @@ def test_kill_9_under_load_leaves_a_sound_database(tmp_path, fake_provider):
     stop = threading.Event()
     with ThreadPoolExecutor(8) as pool:
         senders = [pool.submit(chat, gate.base_url, f"load-{i}", stop) for i in range(8)]
-        gate.wait_rows("1", count=200, timeout=60)  # well under way, rows being written
+        gate.wait_rows("session LIKE 'load-%'", count=200, timeout=60)  # rows being written
         gate.process.send_signal(signal.SIGKILL)
         gate.process.wait(10)
         stop.set()
@@ -52,7 +52,8 @@ def test_kill_9_under_load_leaves_a_sound_database(tmp_path, fake_provider):
     [(rows,)] = conn.execute("SELECT count(*) FROM requests WHERE session LIKE 'load-%'")
     # The writer flushes every 50 ms (or 500 rows): what was answered after the last
     # flush is the most that can be missing.
-    assert 200 <= rows <= answered
+    # (A call logged just before the kill may not have reached its client: one per sender.)
+    assert 200 <= rows <= answered + 8
     assert answered - rows <= 500, (answered, rows)
     conn.close()
 
