@@ -5,16 +5,12 @@ decides and rewrites (gateway.py), responseheaders tees SSE streams
 (streaming.py), response/error hand the finished call to the log writer
 (store.py), which builds and inserts rows on its own thread (record.py).
 
-Upstream timeout: a forwarded call whose upstream sends nothing for
-`server.upstream_timeout_s` seconds (default 300; 0 turns it off) is cut off.
-Before the response headers the client gets a 504 OpenAI-shape error; in the
-middle of a stream the client's response ends there, unfinished.
-Without it, only mitmproxy's own 10-minute inactivity limit would end the call.
+An upstream silent for `server.upstream_timeout_s` is cut off, and a failed one
+answered with FlowGate's error rather than mitmproxy's page (upstream_faults.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import logging
@@ -22,7 +18,6 @@ import time
 from collections.abc import Awaitable
 
 from mitmproxy import connection, ctx, exceptions, http, tls
-from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
 
 from flowgate_addon.bridge import Bridge
@@ -42,6 +37,7 @@ from flowgate_addon.security.tokens import Caller, TokenStore, default_tokens_pa
 from flowgate_addon.security.vault import Vault
 from flowgate_addon.store import LogWriter
 from flowgate_addon.streaming import StreamTap
+from flowgate_addon.upstream_faults import SilenceWatch, answer_instead
 
 METADATA_KEY = "flowgate"
 # mitmproxy's flow error when the client closed its connection first.
@@ -55,6 +51,7 @@ class FlowGate:
         self.gateway: Gateway | None = None
         self.writer: LogWriter | None = None
         self.access: Access | None = None
+        self.silence = SilenceWatch(0)
         self._allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     def load(self, loader) -> None:
@@ -97,6 +94,8 @@ class FlowGate:
         if self.writer is not None:
             self.writer.stop()
         self.settings, self.writer = settings, writer
+        self.silence.close()
+        self.silence = SilenceWatch(settings.server.upstream_timeout_s)
         listen_hosts = [
             ProxyMode.parse(spec).listen_host(ctx.options.listen_host) for spec in ctx.options.mode
         ]
@@ -171,13 +170,8 @@ class FlowGate:
         if record is not None:
             record.caller = caller.name if caller else None
             flow.metadata[METADATA_KEY] = record
-            timeout = self.settings.server.upstream_timeout_s if self.settings else 0
-            if flow.response is None and not record.local and timeout > 0:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:  # called outside mitmproxy's event loop (unit tests)
-                    return
-                record.watchdog = loop.create_task(_watch_upstream(flow, record, timeout))
+            if flow.response is None and not record.local:
+                self.silence.watch(flow, record)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         """Forward proxy: check proxy authentication before opening a tunnel."""
@@ -223,7 +217,7 @@ class FlowGate:
         record: CallRecord | None = flow.metadata.pop(METADATA_KEY, None)
         if record is None or self.writer is None:
             return
-        _stop_watching(record)
+        self.silence.forget(record)
         response = flow.response
         assert response is not None
         record.status = response.status_code
@@ -237,7 +231,7 @@ class FlowGate:
         record: CallRecord | None = flow.metadata.pop(METADATA_KEY, None)
         if record is None or self.writer is None:
             return
-        _stop_watching(record)
+        self.silence.forget(record)
         message = flow.error.msg if flow.error else "connection failed"
         upstream = record.provider or record.host
         if message == CLIENT_GONE:
@@ -247,7 +241,7 @@ class FlowGate:
                 if flow.response
                 else "client disconnected before the upstream answered (cancelled)"
             )
-        elif record.timed_out:  # the watchdog cut it off; record.error says why
+        elif record.timed_out:  # the silence watch cut it off; record.error says why
             record.status = flow.response.status_code if flow.response else 504
         elif flow.response is None:
             record.status = 502
@@ -262,11 +256,12 @@ class FlowGate:
             record.keep_response(flow.response)
         if flow.response is None and message != CLIENT_GONE and record.mode == "gateway":
             code = "upstream_timeout" if record.timed_out else "upstream_unreachable"
-            _answer_instead(flow, error_response(record.status, record.error or message, code))
+            answer_instead(flow, error_response(record.status, record.error or message, code))
         record.t_end = time.time()
         self.writer.submit(record)
 
     def done(self) -> None:
+        self.silence.close()
         if self.gateway is not None:
             self.gateway.close()
         if self.writer is not None:
@@ -280,68 +275,6 @@ class FlowGate:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         return any(address in network for network in self._allowlist)
-
-
-def _connection_handler(flow: http.HTTPFlow):
-    """mitmproxy's handler of the flow's client connection (None once it is gone)."""
-    proxyserver = ctx.master.addons.get("proxyserver")
-    return getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
-
-
-async def _watch_upstream(flow: http.HTTPFlow, record: CallRecord, timeout: float) -> None:
-    """Cut off an upstream that sends nothing for `timeout` seconds.
-
-    Progress is the response headers, then each streamed piece; a buffered (not
-    streamed) body is left to arrive once its headers are in.
-    """
-    seen, last = -1, time.monotonic()
-    while flow.metadata.get(METADATA_KEY) is record:
-        if flow.response is not None and not flow.response.stream:
-            return
-        progress = -1 if flow.response is None else len(record.chunks)
-        now = time.monotonic()
-        if progress != seen:
-            seen, last = progress, now
-        elif now - last >= timeout:
-            break
-        await asyncio.sleep(min(timeout - (now - last), max(timeout / 4, 0.05)))
-    else:
-        return
-    upstream = record.provider or record.host
-    record.timed_out = True
-    record.error = (
-        f"upstream {upstream} did not answer within {timeout:g} s"
-        if flow.response is None
-        else f"upstream {upstream} sent nothing for {timeout:g} s; the response was cut off"
-    )
-    handler = _connection_handler(flow)
-    io = handler.transports.get(flow.server_conn) if handler else None
-    if io is not None and io.handler is not None:
-        io.handler.cancel("upstream timeout")  # mitmproxy then ends the flow: error hook
-
-
-def _stop_watching(record: CallRecord) -> None:
-    if record.watchdog is not None:
-        record.watchdog.cancel()
-        record.watchdog = None
-
-
-def _answer_instead(flow: http.HTTPFlow, response: http.Response) -> None:
-    """Answer an HTTP/1 client with FlowGate's error instead of mitmproxy's HTML page.
-
-    Called from the error hook before mitmproxy sends its page; the flow is then
-    killed, which makes mitmproxy close the connection without sending anything more.
-    """
-    if not flow.request.http_version.startswith("HTTP/1") or not flow.killable:
-        return
-    handler = _connection_handler(flow)
-    io = handler.transports.get(flow.client_conn) if handler else None
-    if io is None or io.writer is None or io.writer.is_closing():
-        return
-    response.http_version = flow.request.http_version
-    response.headers["connection"] = "close"
-    io.writer.write(assemble_response(response))
-    flow.kill()  # the cause is in the log row already
 
 
 addons = [FlowGate()]

@@ -65,7 +65,6 @@ class CallRecord:
     baseline_price_key: str | None = None
     client_key_ok: bool = True  # False when routing chose a provider the client did not ask for
     timed_out: bool = False  # the upstream went silent too long and FlowGate cut it off
-    watchdog: Any = None  # the asyncio task watching the upstream for silence
 
     def keep_response(self, response: Response) -> None:
         """Keep a buffered response body (still encoded) for the writer thread."""

@@ -1,0 +1,108 @@
+"""When an upstream fails: cut off one gone silent, answer with FlowGate's error instead.
+
+mitmproxy only ends an idle connection after 10 minutes and answers a failed
+upstream with an HTML page. FlowGate does better, through two pieces of mitmproxy's
+connection handling it has no public API for (pinned: mitmproxy 11.0):
+
+- `SilenceWatch`: one sweep every few seconds over the calls in flight (not a timer
+  per request, which would double FlowGate's own time per call). A call whose
+  upstream has sent nothing — no headers yet, or no new stream piece — for
+  `server.upstream_timeout_s` is cut off; mitmproxy then ends the flow through the
+  error hook.
+- `answer_instead`: the error hook writes the OpenAI-shape error to an HTTP/1 client
+  before mitmproxy would send its page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from mitmproxy import ctx, http
+from mitmproxy.net.http.http1 import assemble_response
+
+from flowgate_addon.record import CallRecord
+
+
+def _handler(flow: http.HTTPFlow) -> Any:
+    """mitmproxy's handler of the flow's client connection (None once it is gone)."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    return getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+
+
+class SilenceWatch:
+    """Cuts off upstreams silent for longer than `timeout` seconds (0: never)."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        # record id -> [flow, record, progress seen, when it last changed]
+        self._calls: dict[int, list[Any]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def watch(self, flow: http.HTTPFlow, record: CallRecord) -> None:
+        if self.timeout <= 0:
+            return
+        self._calls[id(record)] = [flow, record, -1, time.monotonic()]
+        if self._sweeper is None:
+            with contextlib.suppress(RuntimeError):  # no event loop: unit tests drive hooks
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def forget(self, record: CallRecord) -> None:
+        self._calls.pop(id(record), None)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._calls.clear()
+
+    async def _sweep(self) -> None:
+        interval = min(self.timeout / 4, 5.0)  # cut off within a quarter of the timeout
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for key, call in list(self._calls.items()):
+                flow, record, seen, since = call
+                if flow.response is not None and not flow.response.stream:
+                    del self._calls[key]  # headers in; a buffered body is mitmproxy's to read
+                    continue
+                progress = -1 if flow.response is None else len(record.chunks)
+                if progress != seen:
+                    call[2], call[3] = progress, now
+                elif now - since >= self.timeout:
+                    del self._calls[key]
+                    self._cut_off(flow, record)
+
+    def _cut_off(self, flow: http.HTTPFlow, record: CallRecord) -> None:
+        upstream = record.provider or record.host
+        record.timed_out = True
+        record.error = (
+            f"upstream {upstream} did not answer within {self.timeout:g} s"
+            if flow.response is None
+            else f"upstream {upstream} sent nothing for {self.timeout:g} s; "
+            "the response was cut off"
+        )
+        handler = _handler(flow)
+        io = handler.transports.get(flow.server_conn) if handler else None
+        if io is not None and io.handler is not None:
+            io.handler.cancel("upstream timeout")  # mitmproxy then ends the flow: error hook
+
+
+def answer_instead(flow: http.HTTPFlow, response: http.Response) -> None:
+    """Answer an HTTP/1 client with FlowGate's error instead of mitmproxy's HTML page.
+
+    Called from the error hook before mitmproxy sends its page; the flow is then
+    killed, which makes mitmproxy close the connection without sending anything more.
+    """
+    if not flow.request.http_version.startswith("HTTP/1") or not flow.killable:
+        return
+    handler = _handler(flow)
+    io = handler.transports.get(flow.client_conn) if handler else None
+    if io is None or io.writer is None or io.writer.is_closing():
+        return
+    response.http_version = flow.request.http_version
+    response.headers["connection"] = "close"
+    io.writer.write(assemble_response(response))
+    flow.kill()  # the cause is in the log row already
