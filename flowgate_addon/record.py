@@ -19,7 +19,7 @@ from mitmproxy.http import Headers, Response
 from mitmproxy.net import encoding
 
 from flowgate_addon.apis import wire_format
-from flowgate_addon.apis.common import Reply, Usage
+from flowgate_addon.apis.common import Reply, Usage, json_object
 from flowgate_addon.config import LoggingSettings
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.routing import Decision, route_json
@@ -89,7 +89,7 @@ def to_row(
     from flowgate_addon import tokencount
 
     fmt = wire_format(record.api)
-    body = _json(record.request_body)
+    body = json_object(record.request_body or b"{}") or {}
     reply = _read_reply(record, fmt)
     usage = reply.usage
     usage_source = "provider" if usage and usage.prompt_tokens is not None else None
@@ -201,41 +201,29 @@ def _read_reply(record: CallRecord, fmt: ModuleType) -> Reply:
             return fmt.read_sse_response(record.chunks)
         return fmt.read_json_response(b"".join(record.chunks))
     if record.response_body:
-        body = record.response_body
-        content_encoding = record.response_headers and record.response_headers.get(
-            "content-encoding"
-        )
-        if content_encoding:
-            try:
-                body = encoding.decode(body, content_encoding)
-            except ValueError:
-                return Reply(error="response body could not be decoded")
+        body = _decoded_body(record)
+        if body is None:
+            return Reply(error="response body could not be decoded")
         return fmt.read_json_response(body)
     return Reply()
 
 
+def _decoded_body(record: CallRecord) -> bytes | None:
+    """The buffered response body without its content-encoding (None if undecodable)."""
+    body = record.response_body or b""
+    content_encoding = record.response_headers and record.response_headers.get("content-encoding")
+    if not content_encoding:
+        return body
+    try:
+        return encoding.decode(body, content_encoding)
+    except ValueError:
+        return None
+
+
 def _body_text(record: CallRecord, limit: int = 500) -> str | None:
     """The start of a buffered response body, as text."""
-    body = record.response_body
-    if not body:
-        return None
-    content_encoding = record.response_headers and record.response_headers.get("content-encoding")
-    if content_encoding:
-        try:
-            body = encoding.decode(body, content_encoding)
-        except ValueError:
-            return None
-    return body[:limit].decode("utf-8", "replace").strip() or None
-
-
-def _json(raw: bytes | None) -> dict[str, Any]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-        return {}
-    return value if isinstance(value, dict) else {}
+    body = _decoded_body(record)
+    return (body[:limit].decode("utf-8", "replace").strip() or None) if body else None
 
 
 def _clip(text: str | None, limit: int) -> str | None:

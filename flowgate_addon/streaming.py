@@ -10,10 +10,11 @@ goes on untouched the moment it arrives.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import TYPE_CHECKING
+
+from flowgate_addon.apis.common import json_object
 
 if TYPE_CHECKING:
     from flowgate_addon.record import CallRecord
@@ -77,9 +78,6 @@ def _is_usage_only(event: bytes) -> bool:
     """The extra chunk include_usage adds: no choices, a usage object."""
     for line in event.splitlines():
         if line.startswith(b"data:"):
-            try:
-                obj = json.loads(line[5:])
-            except (ValueError, RecursionError):  # RecursionError: nested too deeply
-                return False
-            return isinstance(obj, dict) and obj.get("choices") == [] and bool(obj.get("usage"))
+            obj = json_object(line[5:])
+            return obj is not None and obj.get("choices") == [] and bool(obj.get("usage"))
     return False
