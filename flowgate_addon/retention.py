@@ -99,11 +99,10 @@ class Pruner:
         """Seconds until the next pass (or the rest of one) is due."""
         return max(0.0, self._next - time.monotonic())
 
-    def run(self, conn: sqlite3.Connection) -> int:
-        """Prune for one slice if due; returns the request rows deleted. Never raises."""
+    def run(self, conn: sqlite3.Connection) -> None:
+        """Prune for one slice if due. Never raises."""
         if not self.active or self.wait() > 0:
-            return 0
-        before = self.pruned
+            return
         saved_wait = None
         try:
             saved_wait = conn.execute("PRAGMA busy_timeout").fetchone()[0]
@@ -135,7 +134,6 @@ class Pruner:
             if saved_wait is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute(f"PRAGMA busy_timeout={int(saved_wait)}")
-        return self.pruned - before
 
     def _finish(self) -> None:
         self._pass = None

@@ -216,8 +216,7 @@ class LogWriter:
         self.failed_batches = 0
         self.dropped = 0
         self.row_errors = 0
-        self.pruned = 0  # old rows deleted by retention_days / max_db_mb (see retention.py)
-        self._pruner = retention.Pruner(path, retention_days, max_db_mb, prune_interval)
+        self.pruner = retention.Pruner(path, retention_days, max_db_mb, prune_interval)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._backlog: deque[tuple[Any, ...]] = deque()
         self._max_backlog = max_backlog
@@ -226,6 +225,11 @@ class LogWriter:
         self._thread: threading.Thread | None = None
         self._db: sqlite_utils.Database | None = None
         self._rollup = rollup.RollupBatch(_INSERT_COLUMNS)
+
+    @property
+    def pruned(self) -> int:
+        """Old rows deleted by retention_days / max_db_mb (see retention.py)."""
+        return self.pruner.pruned
 
     def start(self) -> None:
         self._db = open_db(self.path)
@@ -260,10 +264,10 @@ class LogWriter:
         stopping = False
         while not stopping:
             timeout = 1.0 if self._backlog else None  # idle; retry kept rows now and then
-            if self._pruner.active:  # prune between batches: at start, then every interval
+            if self.pruner.active:  # prune between batches: at start, then every interval
                 assert self._db is not None
-                self.pruned += self._pruner.run(self._db.conn)
-                wait = self._pruner.wait()
+                self.pruner.run(self._db.conn)
+                wait = self.pruner.wait()
                 timeout = wait if timeout is None else min(timeout, wait)
             try:
                 items = [self._queue.get(timeout=timeout)]

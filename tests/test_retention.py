@@ -64,7 +64,7 @@ def test_old_rows_sessions_and_prompts_are_pruned_hourly_rollups_kept(tmp_path):
     fill(path, [(i, OLD, "old") for i in range(40)] + [(i, NEW, "new") for i in range(40, 50)])
     writer = LogWriter(path, row, flush_interval=0.01, retention_days=7, prune_interval=0.1)
     writer.start()
-    wait_for(lambda: writer._pruner.passes >= 1)
+    wait_for(lambda: writer.pruner.passes >= 1)
     assert writer.pruned == 40
     # It keeps pruning, every interval: a late row that is already old goes too.
     writer.submit((50, OLD, "late"))
@@ -105,7 +105,7 @@ def test_the_size_cap_brings_the_file_back_under_it(tmp_path):
     assert before > 20 * MB  # well over the cap
     writer = LogWriter(path, row, flush_interval=0.01, max_db_mb=10, prune_interval=0.2)
     writer.start()
-    wait_for(lambda: writer._pruner.passes >= 1)
+    wait_for(lambda: writer.pruner.passes >= 1)
     first = file_bytes(path)
     assert first < 10 * MB
     assert 0 < writer.pruned < 2500
@@ -120,8 +120,8 @@ def test_the_size_cap_brings_the_file_back_under_it(tmp_path):
     wait_for(lambda: writer.written == 1500)
     grown = file_bytes(path)
     assert grown > 10 * MB
-    passes = writer._pruner.passes
-    wait_for(lambda: writer._pruner.passes > passes + 1)
+    passes = writer.pruner.passes
+    wait_for(lambda: writer.pruner.passes > passes + 1)
     second = file_bytes(path)
     writer.stop()
     assert second < 10 * MB
@@ -135,7 +135,7 @@ def test_pruning_a_locked_database_is_retried_and_loses_no_rows(tmp_path):
     blocker.execute("BEGIN EXCLUSIVE")  # nobody else can write now
     writer = LogWriter(path, row, flush_interval=0.01, retention_days=7, prune_interval=0.1)
     writer.start()
-    wait_for(lambda: writer._pruner.failures >= 1)
+    wait_for(lambda: writer.pruner.failures >= 1)
     assert writer.pruned == 0 and writer._thread.is_alive()
     for i in range(20, 30):
         writer.submit((i, NEW, "new"))
@@ -152,7 +152,7 @@ def test_a_fresh_log_with_limits_is_incremental_at_once(tmp_path):
     path = tmp_path / "log.db"
     writer = LogWriter(path, row, flush_interval=0.01, max_db_mb=10)
     writer.start()
-    wait_for(lambda: writer._pruner.passes >= 1)
+    wait_for(lambda: writer.pruner.passes >= 1)
     writer.submit((0, NEW, "new"))
     writer.stop()
     assert query(path, "PRAGMA auto_vacuum") == [(2,)]
