@@ -91,6 +91,14 @@ def test_rewrites_to_the_provider_of_the_model(addon):
     assert (record.provider, record.session, record.requested_model) == ("local", "s1", "mine")
 
 
+def test_a_caller_token_never_goes_upstream_even_in_a_repeated_header(addon):
+    flow = gateway_flow({"model": "gpt-4o-mini", "messages": []})
+    flow.request.headers.set_all("authorization", ["Bearer fgt_smuggled", "Bearer sk-client"])
+    addon.request(flow)
+    assert flow.response is None
+    assert flow.request.headers.get_all("authorization") == ["Bearer sk-client"]
+
+
 def test_stream_request_asks_upstream_for_usage(addon):
     flow = gateway_flow({"model": "gpt-4o-mini", "stream": True, "messages": []})
     addon.request(flow)

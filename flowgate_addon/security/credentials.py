@@ -17,15 +17,14 @@ from pathlib import Path
 from mitmproxy import http
 
 from flowgate_addon.providers import Provider
+from flowgate_addon.security.tokens import KEY_HEADERS, is_caller_token
 from flowgate_addon.security.vault import Vault, VaultError, write_private
 
 log = logging.getLogger("flowgate")
 
 PASSWORD_ENV = "FLOWGATE_MASTER_PASSWORD"
-# Headers that carry a provider credential in some wire format.
-CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
-CALLER_TOKEN_PREFIX = "fgt_"
-_SCANNED = frozenset(n.encode() for n in (*CREDENTIAL_HEADERS, "proxy-authorization"))
+# Headers that carry a provider credential (or a caller token) in some wire format.
+_SCANNED = frozenset(n.encode() for n in (*KEY_HEADERS, "proxy-authorization"))
 
 
 def credential_fields(headers: http.Headers) -> dict[str, str]:
@@ -118,15 +117,15 @@ class Credentials:
             headers[provider.auth_header] = provider.auth_prefix + secret
             return
         presented = bool(query_key)
-        for name, value in found.items():
+        for name in found:
             if name == "proxy-authorization":
                 continue
-            scheme, _, rest = value.strip().partition(" ")
-            token = rest.strip() if scheme.lower() == "bearer" else value.strip()
-            if token.startswith(CALLER_TOKEN_PREFIX) or not client_key_ok:
-                del headers[name]
-            else:
-                presented = True
+            # Every value: a header sent twice must not smuggle a caller token through.
+            values = headers.get_all(name)
+            kept = [v for v in values if client_key_ok and not is_caller_token(name, v)]
+            if len(kept) != len(values):
+                headers.set_all(name, kept)
+            presented = presented or bool(kept)
         if presented and self.allow_client_keys:
             return
         if not client_key_ok:

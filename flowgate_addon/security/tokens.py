@@ -444,7 +444,7 @@ class TokenStore:
 # Headers an application may put its caller token in, in order of precedence:
 # Proxy-Authorization is addressed to FlowGate itself; the others are the places
 # SDKs put an API key (OpenAI, Anthropic, Gemini, Azure OpenAI).
-_KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+KEY_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
 
 
 def extract_token(headers: Mapping[str, str]) -> str | None:
@@ -468,19 +468,30 @@ def extract_token(headers: Mapping[str, str]) -> str | None:
                 return token
         elif scheme == "bearer" and credentials.startswith(TOKEN_PREFIX):
             return credentials
-    for name in _KEY_HEADERS:
+    for name in KEY_HEADERS:
         value = headers.get(name)
-        if not value:
-            continue
-        value = value.strip()
-        if name == "authorization":
-            scheme, _, value = value.partition(" ")
-            if scheme.lower() != "bearer":
-                continue
-            value = value.strip()
-        if value.startswith(TOKEN_PREFIX):
-            return value
+        token = key_value(name, value) if value else ""
+        if token.startswith(TOKEN_PREFIX):
+            return token
     return None
+
+
+def key_value(name: str, value: str) -> str:
+    """The key in a credential header: `Authorization: Bearer KEY`, or the bare value."""
+    value = value.strip()
+    if name == "authorization":
+        scheme, _, rest = value.partition(" ")
+        return rest.strip() if scheme.lower() == "bearer" else ""
+    return value
+
+
+def is_caller_token(name: str, value: str) -> bool:
+    """Whether a credential header holds a FlowGate caller token, however it is written.
+
+    Broader than what `extract_token` accepts: a token sent wrongly is still never
+    forwarded upstream.
+    """
+    return key_value(name, value).startswith(TOKEN_PREFIX) or value.strip().startswith(TOKEN_PREFIX)
 
 
 def _from_basic(credentials: str) -> str | None:
