@@ -13,6 +13,7 @@ import openai
 import pytest
 from conftest import FLOWGATE, start_flowgate, write_config
 
+from flowgate_addon.security.credentials import PASSWORD_ENV, unlock_vault
 from flowgate_addon.security.vault import TamperedVault, Vault, VaultError, WrongPassword
 
 SECRET = "sk-proj-VAULTTESTKEY0123456789abcdefghijklmnopqrstuv"
@@ -59,6 +60,35 @@ def test_key_derivation_costs_at_least_50ms_per_guess(vault):
 def test_wrong_password_is_reported_as_such(vault):
     with pytest.raises(WrongPassword, match="wrong master password"):
         Vault(vault.path).unlock("Correct horse")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data.pop("kdf"),
+        lambda data: data["kdf"].update(n=3),  # not a power of two
+        lambda data: data["kdf"].update(salt="!!not base64"),
+        lambda data: data["kdf"].update(salt=7),
+    ],
+)
+def test_a_damaged_vault_file_is_reported_not_raised(vault, damage, monkeypatch):
+    data = json.loads(vault.path.read_text())
+    damage(data)
+    vault.path.write_text(json.dumps(data))
+    with pytest.raises(TamperedVault, match="is damaged"):
+        Vault(vault.path).unlock("correct horse")
+    # What FlowGate does at start: a reason to show, never an exception.
+    monkeypatch.setenv(PASSWORD_ENV, "correct horse")
+    assert "is damaged" in unlock_vault(Vault(vault.path), None)
+
+
+def test_an_unusable_master_key_file_is_reported(vault, tmp_path):
+    short = tmp_path / "short.key"
+    short.write_text("AAAA\n")
+    assert "master key is 32 bytes" in unlock_vault(Vault(vault.path), short)
+    folder = tmp_path / "a-folder.key"
+    folder.mkdir()
+    assert "cannot read the master-key file" in unlock_vault(Vault(vault.path), folder)
 
 
 def test_tampered_entries_are_detected(vault):

@@ -49,6 +49,8 @@ def read_master_key(path: Path) -> bytes:
         return base64.b64decode(path.read_text().strip(), validate=True)
     except ValueError:
         raise VaultError(f"{path} is not a FlowGate master-key file") from None
+    except OSError as exc:
+        raise VaultError(f"cannot read the master-key file {path}: {exc.strerror}") from None
 
 
 def write_master_key(path: Path, vault: Vault) -> None:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 FORMAT = "flowgate-vault/1"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**16, 8, 1
+KEY_BYTES = 32  # AES-256-GCM
 _MARKER = b"flowgate vault marker"
 _MARKER_AAD = b"flowgate:marker"
 
@@ -68,7 +69,7 @@ def _unb64(text: str) -> bytes:
 def derive_key(
     password: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P
 ) -> bytes:
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode())
+    return Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(password.encode())
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -159,22 +160,24 @@ class Vault:
 
     def unlock(self, password: str) -> None:
         data = self._load()
-        kdf = data["kdf"]
-        key = derive_key(password, _unb64(kdf["salt"]), kdf["n"], kdf["r"], kdf["p"])
+        try:
+            kdf = data["kdf"]
+            key = derive_key(password, _unb64(kdf["salt"]), kdf["n"], kdf["r"], kdf["p"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise TamperedVault(f"the vault file {self.path} is damaged") from None
         self._check_marker(data, key, "wrong master password")
         self._key = key
 
     def unlock_with_key(self, key: bytes) -> None:
         """Unlock with a saved master key (the derived key, see `master_key`)."""
+        if len(key) != KEY_BYTES:
+            raise VaultError(f"a master key is {KEY_BYTES} bytes; this one is {len(key)}")
         self._check_marker(self._load(), key, "the saved master key does not open this vault")
         self._key = key
 
     def master_key(self) -> bytes:
         """The derived key, for a master-key file; only while unlocked."""
         return self._require_key()
-
-    def lock(self) -> None:
-        self._key = None
 
     # --- keys ----------------------------------------------------------------------------
 
