@@ -45,10 +45,14 @@ renderTableChart = async function (chart_slug, chart, query_string, absolute_url
     head.appendChild(th)
   })
   // Columns that lead somewhere: one request's page, or the log filtered to a session/prompt.
+  // Datasette's tilde encoding of a database name in a path (`my.log` -> `my~2Elog`).
+  const db = Array.from(new TextEncoder().encode(chart.db), b =>
+    /[A-Za-z0-9_-]/.test(String.fromCharCode(b)) ? String.fromCharCode(b)
+      : b === 32 ? '+' : '~' + b.toString(16).toUpperCase().padStart(2, '0')).join('')
   const links = {
     id: v => `${absolute_url}-/flowgate/request/${encodeURIComponent(v)}`,
-    session: v => `${absolute_url}${chart.db}/requests?session=${encodeURIComponent(v)}`,
-    prompt_hash: v => `${absolute_url}${chart.db}/requests?prompt_hash=${encodeURIComponent(v)}`,
+    session: v => `${absolute_url}${db}/requests?session=${encodeURIComponent(v)}`,
+    prompt_hash: v => `${absolute_url}${db}/requests?prompt_hash=${encodeURIComponent(v)}`,
   }
   const body = table.createTBody()
   data.rows.forEach(row => {

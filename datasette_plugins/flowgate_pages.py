@@ -180,7 +180,8 @@ async def request_page(datasette, request) -> Response:
         )
     body.append("<h2>Response</h2>")
     body.append(f"<div class='fg-msg fg-assistant'>{_text_block(row['response'])}</div>")
-    body.append(f"<p><a href='/{esc(name)}/requests/{row_id}'>The raw row</a></p>")
+    raw_row = datasette.urls.row(name, "requests", row_id)
+    body.append(f"<p><a href='{esc(raw_row)}'>The raw row</a></p>")
     return await render_page(datasette, request, f"Request {row_id}", "\n".join(body))
 
 

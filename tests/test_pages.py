@@ -69,7 +69,7 @@ def ds(tmp_path_factory):
         yaml.safe_dump(
             {
                 "server": {"host": "127.0.0.1", "port": 9123, "proxy_port": 9124},
-                "database": {"path": "log.db"},
+                "database": {"path": "flow.log.db"},  # a dot: Datasette encodes it in URLs
                 "smart_router": {
                     "enabled": True,
                     "strategy": "complexity",
@@ -129,8 +129,13 @@ def test_a_missing_request_is_a_404(ds, ident):
     assert get(ds, f"/-/flowgate/request/{ident}").status_code == 404
 
 
+def test_the_request_page_links_to_its_raw_row(ds):
+    [link] = re.findall(r"href='([^']+)'>The raw row", get(ds, "/-/flowgate/request/1").text)
+    assert get(ds, link).status_code == 200
+
+
 def test_the_log_links_each_row_to_its_page(ds):
-    html = get(ds, "/log/requests").text
+    html = get(ds, "/flow~2Elog/requests").text
     assert '<a href="/-/flowgate/request/1">2026-11-24T05:00:00.000Z</a>' in html
 
 
