@@ -20,6 +20,7 @@ import secrets
 from dataclasses import replace
 from typing import Any
 
+from flowgate_addon.errors import error_body
 from flowgate_addon.providers import Provider
 
 log = logging.getLogger("flowgate")
@@ -169,5 +170,5 @@ def _openai_events(chunk: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _error(web: Any, status: int, message: str, code: str) -> Any:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+    body = error_body(status, message, code)
+    return web.Response(status=status, body=body, content_type="application/json")

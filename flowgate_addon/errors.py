@@ -15,6 +15,7 @@ _TYPES = {
     429: "rate_limit_error",
     502: "upstream_error",
     503: "service_unavailable",
+    504: "upstream_error",
 }
 
 
