@@ -18,6 +18,7 @@ from datasette.utils.asgi import Response
 
 from datasette_plugins.flowgate_cells import dollars
 from datasette_plugins.flowgate_pages import PREFIX, esc, flowgate_settings, log_db, render_page
+from flowgate_addon.catalog import priced
 from flowgate_addon.config import PriceSettings
 from flowgate_addon.pricing import PriceBook
 
@@ -42,21 +43,8 @@ def _price_book(pricing: str) -> PriceBook:
     return PriceBook(overrides)
 
 
-def _per_million(value: float | None) -> float | None:
-    return None if value is None else round(value * 1e6, 6)
-
-
 def _priced(prices: PriceBook, model: str, price_provider: str, configured: bool) -> ModelRow:
-    price = prices.price(model, price_provider)
-    context = prices.info(model, price_provider).get("max_input_tokens")
-    return ModelRow(
-        model,
-        _per_million(price.input) if price else None,
-        _per_million(price.cached_input) if price else None,
-        _per_million(price.output) if price else None,
-        context if isinstance(context, int) and not isinstance(context, bool) else None,
-        configured,
-    )
+    return ModelRow(model, *priced(prices, model, price_provider), configured)
 
 
 @cache

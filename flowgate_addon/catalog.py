@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
+from flowgate_addon.apis.common import as_int
 from flowgate_addon.config import Settings
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import BUILTIN_PROVIDERS, Provider, ProviderRegistry
@@ -90,7 +91,7 @@ def _openai_pages(fetch: Fetch) -> Iterator[ListedModel]:
                 item["id"],
                 item.get("owned_by") if isinstance(item.get("owned_by"), str) else None,
                 created if isinstance(created, int) else None,
-                _int(item.get("context_length") or item.get("context_window")),
+                as_int(item.get("context_length") or item.get("context_window")),
             )
 
 
@@ -115,7 +116,10 @@ def _gemini_pages(fetch: Fetch) -> Iterator[ListedModel]:
             name = item.get("name")
             if isinstance(name, str):
                 yield ListedModel(
-                    name.removeprefix("models/"), "google", None, _int(item.get("inputTokenLimit"))
+                    name.removeprefix("models/"),
+                    "google",
+                    None,
+                    as_int(item.get("inputTokenLimit")),
                 )
         token = body.get("nextPageToken")
         if not token:
@@ -131,10 +135,6 @@ def _items(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         raise SyncError(f"the model list has no {key!r} array")
     return [item for item in items if isinstance(item, dict)]
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _epoch(value: Any) -> int | None:
@@ -153,18 +153,17 @@ def store_models(
     synced_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     rows = []
     for listed in models:
-        price = prices.price(listed.model, provider.price_key)
-        info = prices.info(listed.model, provider.price_key)
+        known = priced(prices, listed.model, provider.price_key)
         rows.append(
             (
                 provider.name,
                 listed.model,
                 listed.owned_by,
                 listed.created,
-                listed.context_window or _int(info.get("max_input_tokens")),
-                _per_million(price.input) if price else None,
-                _per_million(price.output) if price else None,
-                _per_million(price.cached_input) if price else None,
+                listed.context_window or known.context_window,
+                known.input,
+                known.output,
+                known.cached_input,
                 synced_at,
             )
         )
@@ -180,6 +179,29 @@ def store_models(
             )
     finally:
         db.conn.close()
+
+
+class ModelPrice(NamedTuple):
+    """What the price map says of a model: USD per 1M tokens, and its context window."""
+
+    input: float | None
+    cached_input: float | None
+    output: float | None
+    context_window: int | None
+
+
+def priced(prices: PriceBook, model: str, price_key: str | None) -> ModelPrice:
+    """A model's prices per 1M tokens and context window (None where unknown)."""
+    price = prices.price(model, price_key)
+    context = as_int(prices.info(model, price_key).get("max_input_tokens"))
+    if price is None:
+        return ModelPrice(None, None, None, context)
+    return ModelPrice(
+        _per_million(price.input),
+        _per_million(price.cached_input),
+        _per_million(price.output),
+        context,
+    )
 
 
 def _per_million(value: float | None) -> float | None:
