@@ -195,13 +195,12 @@ def _kv(pairs: list[tuple[str, Any]]) -> str:
 async def router_page(datasette, request) -> Response:
     router = flowgate_settings(datasette).get("router") or {}
     db, _ = log_db(datasette)
-    active = router.get("enabled") and router.get("strategy") not in (None, "off")
     body = [
         "<p>Read-only: change <code>smart_router</code> in FlowGate's config. Try a prompt "
         'with <code>flowgate route "…"</code>.</p>',
         _kv(
             [
-                ("Routing", "on" if active else "off"),
+                ("Routing", "on" if router.get("active") else "off"),
                 ("Strategy", router.get("strategy")),
                 ("Routed model names", ", ".join(["auto", *router.get("route_models", [])])),
                 ("Savings measured against (for auto)", router.get("baseline_model")),

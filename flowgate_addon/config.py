@@ -96,6 +96,11 @@ class SmartRouterSettings(_Section):
     def active(self) -> bool:
         return self.enabled and self.strategy != "off"
 
+    @property
+    def baseline(self) -> str | None:
+        """What a routed call is priced against for `saved_usd` (default: the COMPLEX tier)."""
+        return self.baseline_model or self.tiers.get("COMPLEX")
+
 
 class SkillSettings(_Section):
     model: str

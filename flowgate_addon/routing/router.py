@@ -84,7 +84,7 @@ class Router:
         self.resolver = resolver
         self.scorer = scorer_for(settings)
         self.classifier = classifier
-        self.baseline = settings.baseline_model or settings.tiers.get("COMPLEX")
+        self.baseline = settings.baseline
         if self.active:
             for tier in TIERS:
                 self._check_model(f"smart_router.tiers.{tier}", settings.tiers[tier])
