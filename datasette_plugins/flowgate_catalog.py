@@ -21,6 +21,7 @@ from datasette_plugins.flowgate_pages import PREFIX, esc, flowgate_settings, log
 from flowgate_addon.catalog import priced
 from flowgate_addon.config import PriceSettings
 from flowgate_addon.pricing import PriceBook
+from flowgate_addon.providers import is_pattern
 
 CHAT_MODES = ("chat", "responses")
 
@@ -103,7 +104,7 @@ def _model_table(provider: str, rows: list[ModelRow], tiers: dict[str, list[str]
         tier = tiers.get(row.model, []) + tiers.get(f"{provider}/{row.model}", [])
         note = ""
         if row.configured:
-            pattern = any(ch in row.model for ch in "*?[")
+            pattern = is_pattern(row.model)
             note = f" <small>({'a name pattern ' if pattern else ''}from your config)</small>"
         prices = "".join(
             f"<td class='fg-usd' title='{v!r}'>{esc(_usd(v))}</td>"

@@ -13,7 +13,6 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -190,7 +189,6 @@ def send_traffic(
     count: int,
     concurrency: int = 8,
     seed: int = 11,
-    progress: Callable[[int], None] = lambda _: None,
 ) -> dict[int, int]:
     """COUNT requests through the gateway; returns how many got each HTTP status."""
     rng = random.Random(seed)
@@ -207,16 +205,12 @@ def send_traffic(
         plans.append((headers, body))
     statuses: dict[int, int] = {}
     lock = threading.Lock()
-    done = 0
 
     def send(client: httpx.Client, plan: tuple[dict[str, str], dict[str, Any]]) -> None:
-        nonlocal done
         headers, body = plan
         response = client.post(f"{base_url}/chat/completions", json=body, headers=headers)
         with lock:
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            done += 1
-            progress(done)
 
     with (
         httpx.Client(timeout=30, trust_env=False) as client,

@@ -20,7 +20,7 @@ from flowgate_addon.bridge import TOKEN_HEADER as BRIDGE_TOKEN_HEADER
 from flowgate_addon.bridge import Bridge
 from flowgate_addon.config import Settings
 from flowgate_addon.errors import error_response
-from flowgate_addon.providers import Provider, ProviderRegistry
+from flowgate_addon.providers import Provider, ProviderRegistry, is_pattern
 from flowgate_addon.record import CallRecord
 from flowgate_addon.resolve import ModelResolver
 from flowgate_addon.routing import Decision
@@ -457,7 +457,7 @@ def model_list(resolver: ModelResolver, router: Router) -> list[dict[str, Any]]:
     providers = resolver.registry.providers.values()
     for provider in providers:
         for model in provider.models:
-            if not any(ch in model for ch in "*?["):
+            if not is_pattern(model):
                 add(model, provider.name)
     synced = set()
     for name, model in resolver.catalog_models():

@@ -17,6 +17,12 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+# How each wire format carries its key (built-ins and custom providers of that format).
+API_AUTH: dict[str, dict[str, Any]] = {
+    "anthropic": {"auth_header": "x-api-key", "auth_prefix": ""},
+    "gemini": {"auth_header": "x-goog-api-key", "auth_prefix": "", "auth_query": "key"},
+}
+
 # Built-in providers. `price_provider` names the provider in LiteLLM's price map;
 # `model_patterns` are the model-name families a provider is known by, the last
 # resort of model resolution (after config, the synced catalog and the price map);
@@ -41,8 +47,7 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
     "anthropic": {
         "base_url": "https://api.anthropic.com/v1",
         "api": "anthropic",
-        "auth_header": "x-api-key",
-        "auth_prefix": "",
+        **API_AUTH["anthropic"],
         "price_provider": "anthropic",
         "model_patterns": ("claude-*",),
         "openai_path": "",
@@ -50,9 +55,7 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
     "gemini": {
         "base_url": "https://generativelanguage.googleapis.com/v1beta",
         "api": "gemini",
-        "auth_header": "x-goog-api-key",
-        "auth_prefix": "",
-        "auth_query": "key",
+        **API_AUTH["gemini"],
         "price_provider": "gemini",
         "model_patterns": ("gemini-*", "gemma-*", "text-embedding-004", "gemini-embedding-*"),
         "openai_path": "/openai",
@@ -90,11 +93,6 @@ BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULT_PROVIDER = "openai"
-# How each wire format carries its key, for custom providers of that format.
-API_AUTH: dict[str, dict[str, Any]] = {
-    "anthropic": {"auth_header": "x-api-key", "auth_prefix": ""},
-    "gemini": {"auth_header": "x-goog-api-key", "auth_prefix": "", "auth_query": "key"},
-}
 
 
 @dataclass(frozen=True)
@@ -206,7 +204,7 @@ class ProviderRegistry:
                     override["models"] = tuple(override["models"])
                 if override.pop("openai_compatible", True) is False:
                     override["openai_path"] = None  # chat completions go through LiteLLM
-                if name not in BUILTIN_PROVIDERS:  # a custom provider speaks its format's auth
+                if name not in BUILTIN_PROVIDERS:  # a custom provider: its format's auth
                     spec.update(API_AUTH.get(override.get("api", "openai"), {}))
                 spec.update(
                     {k: v for k, v in override.items() if k == "openai_path" or v is not None}
@@ -225,3 +223,8 @@ class ProviderRegistry:
     def intercepts(self, host: str) -> bool:
         """Whether the forward proxy should open TLS to this host (LLM APIs only)."""
         return host in self.hosts
+
+
+def is_pattern(model: str) -> bool:
+    """Whether a configured model name is a glob pattern (`mixtral-*`), not a name."""
+    return any(ch in model for ch in "*?[")

@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 
 from flowgate_addon.catalog import Catalog
 from flowgate_addon.pricing import PriceBook
-from flowgate_addon.providers import Provider, ProviderRegistry
+from flowgate_addon.providers import Provider, ProviderRegistry, is_pattern
 
 CACHE_LIMIT = 10_000  # distinct model names remembered; a flood of made-up names can't grow it
 
@@ -31,7 +31,7 @@ class ModelResolver:
         self._globs: list[tuple[str, Provider]] = []
         for provider in providers:
             for name in provider.models:
-                if any(ch in name for ch in "*?["):
+                if is_pattern(name):
                     self._globs.append((name, provider))
                 else:
                     self._exact.setdefault(name, provider)
