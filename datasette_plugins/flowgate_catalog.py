@@ -54,8 +54,7 @@ def _price_map_models(price_provider: str, pricing: str) -> tuple[ModelRow, ...]
     prices = _price_book(pricing)
     return tuple(
         _priced(prices, model, price_provider, configured=False)
-        for model in prices.models_for(price_provider)
-        if prices.info(model, price_provider).get("mode") in CHAT_MODES
+        for model in prices.models_for(price_provider, CHAT_MODES)
     )
 
 

@@ -108,12 +108,12 @@ class PriceBook:
             + (completion_tokens or 0) * price.output
         )
 
-    def models_for(self, price_provider: str) -> list[str]:
-        """Chat and embedding models the map knows for one provider, as that provider names them."""
+    def models_for(
+        self, price_provider: str, modes: tuple[str, ...] = ("chat", "embedding", "responses")
+    ) -> list[str]:
+        """The map's models of these modes for one provider, as that provider names them."""
         return sorted(
-            model
-            for model, (provider, mode) in _model_index(price_provider).items()
-            if mode in ("chat", "embedding", "responses")
+            model for model, mode in _model_index(price_provider).items() if mode in modes
         )
 
     def provider_of(self, model: str, price_providers: Iterable[str]) -> str | None:
@@ -132,13 +132,13 @@ class PriceBook:
 
 
 @cache
-def _model_index(price_provider: str) -> dict[str, tuple[str, str | None]]:
-    """model -> (provider, mode) for one provider, its map prefix (`groq/…`) removed."""
-    index: dict[str, tuple[str, str | None]] = {}
+def _model_index(price_provider: str) -> dict[str, str | None]:
+    """model -> mode for one provider, its map prefix (`groq/…`) removed."""
+    index: dict[str, str | None] = {}
     prefix = price_provider + "/"
     for name, entry in litellm_price_map().items():
         if entry.get("litellm_provider") != price_provider or ":" in name:
             continue
         model = name[len(prefix) :] if name.startswith(prefix) else name
-        index.setdefault(model, (price_provider, entry.get("mode")))
+        index.setdefault(model, entry.get("mode"))
     return index
