@@ -61,46 +61,38 @@ class ModelResolver:
         except KeyError:
             pass
         found = self._lookup(model)
+        answer = (found[0], found[1]) if found else None
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
-        self._cache[model] = found
-        return found
+        self._cache[model] = answer
+        return answer
 
     def source(self, model: str) -> str | None:
-        """Where the answer for a model comes from (for `flowgate route` and errors)."""
-        if model in self._exact or any(fnmatchcase(model, g) for g, _ in self._globs):
-            return "config"
-        if model in self._catalog:
-            return "catalog"
-        prefix, _, rest = model.partition("/")
-        if rest and prefix in self.registry.providers:
-            return "prefix"
-        if self.prices.provider_of(model, self._by_price):
-            return "price map"
-        if any(fnmatchcase(model, p) for p, _ in self._families):
-            return "model family"
-        return None
+        """Which step of the resolution order answers for a model (None: none does)."""
+        found = self._lookup(model)
+        return found[2] if found else None
 
     def catalog_models(self) -> list[tuple[str, str]]:
         """(provider, model) pairs of the synced catalog."""
         return list(self.catalog.entries) if self.catalog is not None else []
 
-    def _lookup(self, model: str) -> tuple[Provider, str] | None:
+    def _lookup(self, model: str) -> tuple[Provider, str, str] | None:
+        """(provider, its name for the model, which step found it), in resolution order."""
         if provider := self._exact.get(model):
-            return provider, model
+            return provider, model, "config"
         for pattern, provider in self._globs:
             if fnmatchcase(model, pattern):
-                return provider, model
+                return provider, model, "config"
         if provider := self._catalog.get(model):
-            return provider, model
+            return provider, model, "catalog"
         prefix, _, rest = model.partition("/")
         if rest and prefix in self.registry.providers:
-            return self.registry.providers[prefix], rest
+            return self.registry.providers[prefix], rest, "prefix"
         if price_provider := self.prices.provider_of(model, self._by_price):
-            return self._by_price[price_provider], model
+            return self._by_price[price_provider], model, "price map"
         for pattern, provider in self._families:
             if fnmatchcase(model, pattern):
-                return provider, model
+                return provider, model, "model family"
         return None
 
     def _load_catalog(self) -> None:
