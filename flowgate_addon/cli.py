@@ -25,7 +25,7 @@ from flowgate_addon import (
     ui_metadata,
 )
 from flowgate_addon.cli_options import config_option, load
-from flowgate_addon.config import CONFIG_ENV, Settings, config_path
+from flowgate_addon.config import Settings
 from flowgate_addon.paths import data_dir
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.security import credentials
@@ -77,9 +77,6 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
     _unlock_on_terminal(settings)
     _ensure_db(settings)
     _check_routing(settings)
-    path = config_path(config_file)
-    if path is not None:
-        os.environ[CONFIG_ENV] = str(path.resolve())
     ui = None if no_ui else _start_ui(settings)
     server = settings.server
     click.echo(
