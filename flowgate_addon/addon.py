@@ -235,6 +235,7 @@ class FlowGate:
         message = flow.error.msg if flow.error else "connection failed"
         upstream = record.provider or record.host
         if message == CLIENT_GONE:
+            record.client_gone = True
             record.status = flow.response.status_code if flow.response else 499
             record.error = (
                 "client disconnected before the response was complete (cancelled)"

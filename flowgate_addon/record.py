@@ -65,6 +65,7 @@ class CallRecord:
     baseline_price_key: str | None = None
     client_key_ok: bool = True  # False when routing chose a provider the client did not ask for
     timed_out: bool = False  # the upstream went silent too long and FlowGate cut it off
+    client_gone: bool = False  # the client hung up before the response was over
 
     def keep_response(self, response: Response) -> None:
         """Keep a buffered response body (still encoded) for the writer thread."""
@@ -93,7 +94,10 @@ def to_row(
     reply = _read_reply(record, fmt)
     usage = reply.usage
     usage_source = "provider" if usage and usage.prompt_tokens is not None else None
-    ok = record.status is not None and 200 <= record.status < 300 and not record.error
+    # SDKs hang up as soon as a stream's end marker arrives, often before the upstream's
+    # last bytes: a client gone after the end of its answer is not a cancelled call.
+    failure = None if record.client_gone and reply.finished else record.error
+    ok = record.status is not None and 200 <= record.status < 300 and not failure
     # A stream broken off (client gone, upstream cut off): the tokens seen so far.
     partial = bool(record.chunks and reply.text) and not ok and record.status == 200
     if (
@@ -121,7 +125,7 @@ def to_row(
         saved = None if baseline is None else baseline - cost
     end = record.t_end or record.t_start
     decision = record.decision
-    error = record.error or (reply.error if not ok else None)
+    error = failure or (reply.error if not ok else None)
     if error is None and not ok and record.status is not None:  # an error body not in JSON
         detail = reply.text or _body_text(record)
         error = f"HTTP {record.status}" + (f": {detail}" if detail else "")

@@ -233,6 +233,34 @@ def test_a_call_broken_off_is_logged_with_its_error_not_estimated(addon, config)
     )
 
 
+@pytest.mark.parametrize(
+    ("events", "error"),
+    [
+        # The SDK read the finish chunk (and [DONE]) and hung up before the stream's end.
+        ([b'data: {"choices": [{"delta": {"content": "Hi"}, "finish_reason": null}]}\n\n',
+          b'data: {"choices": [{"delta": {}, "finish_reason": "stop"}]}\n\n',
+          b"data: [DONE]\n\n"], None),
+        # It hung up in the middle: cancelled.
+        ([b'data: {"choices": [{"delta": {"content": "Hi"}, "finish_reason": null}]}\n\n'],
+         "client disconnected before the response was complete (cancelled)"),
+    ],
+)  # fmt: skip
+def test_a_client_gone_after_the_end_of_a_stream_is_not_a_cancelled_call(
+    addon, config, events, error
+):
+    from mitmproxy import flow as mflow
+
+    flow = gateway_flow({"model": "gpt-4o-mini", "stream": True, "messages": []})
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=((b"content-type", b"text/event-stream"),), content=b"")
+    addon.responseheaders(flow)
+    for event in events:
+        flow.response.stream(event)
+    flow.error = mflow.Error("Client disconnected.")
+    addon.error(flow)
+    assert logged_row(addon, config, "status, error, response") == (200, error, "Hi")
+
+
 def test_vault_keys_go_out_in_each_providers_header_style(tmp_path, monkeypatch):
     from flowgate_addon.security.vault import Vault
 

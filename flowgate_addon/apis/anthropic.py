@@ -85,7 +85,9 @@ def read_sse_response(chunks: Iterable[bytes]) -> Reply:
         kind = obj.get("type")
         if message := error_message(obj):
             reply.error = message
-        if kind == "message_start":
+        if kind == "message_stop":
+            reply.finished = True
+        elif kind == "message_start":
             _merge_usage(raw_usage, as_dict(obj.get("message")).get("usage"))
         elif kind == "message_delta":
             _merge_usage(raw_usage, obj.get("usage"))

@@ -59,6 +59,9 @@ class Reply:
     usage: Usage | None = None
     text: str | None = None
     error: str | None = None
+    # A stream got to its end (a finish reason, message_stop, a final response event):
+    # a client that hangs up after this has its whole answer.
+    finished: bool = False
 
 
 def error_text(error: Any, *fallback_keys: str) -> str | None:

@@ -102,6 +102,7 @@ def _read_objects(objects: Iterable[Any]) -> Reply:
             continue
         seen = True
         first = candidates[0] if candidates and isinstance(candidates[0], dict) else {}
+        reply.finished = reply.finished or bool(first.get("finishReason"))
         for part in as_list(as_dict(first.get("content")).get("parts")):
             if not isinstance(part, dict) or part.get("thought") is True:
                 continue

@@ -80,6 +80,7 @@ def read_sse_response(chunks: Iterable[bytes]) -> Reply:
             calls.seen = True
             if kind in _FINAL_EVENTS and isinstance(obj.get("response"), dict):
                 final = obj["response"]
+                reply.finished = True
                 if usage := usage_from(final.get("usage")):
                     reply.usage = usage
                 if message := error_message(final):
@@ -92,6 +93,8 @@ def read_sse_response(chunks: Iterable[bytes]) -> Reply:
                 calls.feed(kind, obj)
             continue
         for choice in as_list(obj.get("choices")):
+            if as_dict(choice).get("finish_reason"):
+                reply.finished = True
             delta = as_dict(as_dict(choice).get("delta"))
             if isinstance(delta.get("content"), str):
                 parts.append(delta["content"])
