@@ -25,6 +25,7 @@ from flowgate_addon.catalog import Catalog
 from flowgate_addon.config import ConfigError, Settings, load_settings
 from flowgate_addon.errors import error_response
 from flowgate_addon.gateway import Gateway
+from flowgate_addon.loop_errors import quiet_cancelled_connections
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.record import CallRecord, to_row
@@ -37,7 +38,7 @@ from flowgate_addon.security.tokens import Caller, TokenStore, default_tokens_pa
 from flowgate_addon.security.vault import Vault
 from flowgate_addon.store import LogWriter
 from flowgate_addon.streaming import StreamTap
-from flowgate_addon.upstream_faults import SilenceWatch, answer_instead
+from flowgate_addon.upstream_faults import SilenceWatch, answer_instead, install_error_answers
 
 METADATA_KEY = "flowgate"
 # mitmproxy's flow error when the client closed its connection first.
@@ -55,6 +56,8 @@ class FlowGate:
         self._allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     def load(self, loader) -> None:
+        install_error_answers()
+        quiet_cancelled_connections()
         loader.add_option(
             "flowgate_config",
             str,
@@ -255,7 +258,7 @@ class FlowGate:
             record.error = f"upstream {upstream} broke off the response: {message}"
         if flow.response is not None and not record.chunks:
             record.keep_response(flow.response)
-        if flow.response is None and message != CLIENT_GONE and record.mode == "gateway":
+        if flow.response is None and message != CLIENT_GONE:
             code = "upstream_timeout" if record.timed_out else "upstream_unreachable"
             answer_instead(flow, error_response(record.status, record.error or message, code))
         record.t_end = time.time()

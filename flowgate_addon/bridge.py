@@ -129,6 +129,10 @@ def _describe(exc: Exception, provider: Provider, key: str) -> tuple[int, str]:
 
 
 def _load_litellm(ca_file: str | None) -> Any:
+    # Under mitmproxy the root logger is at DEBUG, which LiteLLM's loggers would inherit:
+    # debug lines with request details in FlowGate's output, from import on. Warnings only.
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     import litellm
 
     litellm.telemetry = False

@@ -9,8 +9,9 @@ connection handling it has no public API for (pinned: mitmproxy 11.0):
   upstream has sent nothing — no headers yet, or no new stream piece — for
   `server.upstream_timeout_s` is cut off; mitmproxy then ends the flow through the
   error hook.
-- `answer_instead`: the error hook writes the OpenAI-shape error to an HTTP/1 client
-  before mitmproxy would send its page.
+- `answer_instead`: the error hook hands mitmproxy FlowGate's OpenAI-shape error,
+  which its HTTP/1 layer sends instead of its page (`install_error_answers` wraps
+  that layer's send once).
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from typing import Any
 
 from mitmproxy import ctx, http
+from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http.http1 import assemble_response
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers.http import ResponseProtocolError
+from mitmproxy.proxy.layers.http._http1 import Http1Server
 
 from flowgate_addon.record import CallRecord
 
@@ -91,18 +97,41 @@ class SilenceWatch:
 
 
 def answer_instead(flow: http.HTTPFlow, response: http.Response) -> None:
-    """Answer an HTTP/1 client with FlowGate's error instead of mitmproxy's HTML page.
+    """Have mitmproxy send `response` to an HTTP/1 client instead of its HTML error page.
 
-    Called from the error hook before mitmproxy sends its page; the flow is then
-    killed, which makes mitmproxy close the connection without sending anything more.
+    Called from the error hook, before mitmproxy answers the client. The answer goes
+    out through mitmproxy's own layers, so a forward-proxy client inside a TLS
+    tunnel gets it encrypted like any response. (HTTP/2 clients get their stream
+    reset, as mitmproxy does: there is no page to replace.)
     """
-    if not flow.request.http_version.startswith("HTTP/1") or not flow.killable:
-        return
-    handler = _handler(flow)
-    io = handler.transports.get(flow.client_conn) if handler else None
-    if io is None or io.writer is None or io.writer.is_closing():
+    if not flow.request.http_version.startswith("HTTP/1"):
         return
     response.http_version = flow.request.http_version
     response.headers["connection"] = "close"
-    io.writer.write(assemble_response(response))
-    flow.kill()  # the cause is in the log row already
+    _answers[flow.request] = assemble_response(response)
+
+
+# request -> the bytes to send instead of mitmproxy's error page for it.
+_answers: weakref.WeakKeyDictionary[http.Request, bytes] = weakref.WeakKeyDictionary()
+
+
+def install_error_answers() -> None:
+    """Let `answer_instead` replace mitmproxy's error page (idempotent)."""
+    if getattr(Http1Server.send, "flowgate", False):
+        return
+    page_sender = Http1Server.send
+
+    def send(self: Http1Server, event: Any) -> Any:
+        answer = (
+            _answers.pop(self.request, None)
+            if isinstance(event, ResponseProtocolError) and self.request is not None
+            else None
+        )
+        if answer is None or self.response is not None:
+            return (yield from page_sender(self, event))
+        if self.conn.state & ConnectionState.CAN_WRITE:
+            yield commands.SendData(self.conn, answer)
+            yield commands.CloseConnection(self.conn)
+
+    send.flowgate = True  # type: ignore[attr-defined]
+    Http1Server.send = send  # type: ignore[method-assign]

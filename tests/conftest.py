@@ -86,6 +86,12 @@ class RunningFlowGate:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def stop_cleanly(self) -> None:
+        """Stop; it must exit 0 and never have printed a traceback (bad input, faults, exit)."""
+        code = self.stop()
+        assert code == 0, f"FlowGate did not shut down cleanly ({code}):\n{self.output()}"
+        assert "Traceback" not in self.output(), self.output()
+
 
 @dataclass
 class TestCA:
@@ -218,8 +224,7 @@ def flowgate(
     directory = tmp_path_factory.mktemp("flowgate")
     running = start_flowgate(directory, write_config(directory, fake_provider))
     yield running
-    code = running.stop()
-    assert code == 0, f"FlowGate did not shut down cleanly ({code}):\n{running.output()}"
+    running.stop_cleanly()
 
 
 @pytest.fixture

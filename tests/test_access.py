@@ -32,7 +32,7 @@ def gate(tmp_path, fake_provider):
     running.tokens = TokenStore(tmp_path / "home" / "tokens.db")  # type: ignore[attr-defined]
     yield running
     running.tokens.close()
-    assert running.stop() == 0, running.output()
+    running.stop_cleanly()
 
 
 def client(gate, key: str) -> openai.OpenAI:

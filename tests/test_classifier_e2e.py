@@ -56,7 +56,7 @@ def classified(
     )
     running = start_flowgate(directory, config)
     yield running
-    assert running.stop() == 0, running.output()
+    running.stop_cleanly()
 
 
 def ask(running: RunningFlowGate, prompt: str, session: str) -> dict[str, str]:
@@ -165,4 +165,4 @@ def test_without_the_extra_every_request_is_routed_by_the_scorer(
         assert all(row["status"] == 200 for row in rows)
         assert rows[-1]["route_fallback"].endswith(f"; {hint}")
     finally:
-        assert running.stop() == 0, running.output()
+        running.stop_cleanly()

@@ -8,6 +8,7 @@ and that FlowGate still serves the next request.
 from __future__ import annotations
 
 import concurrent.futures
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
+import yaml
 from conftest import RunningFlowGate, make_test_ca, start_flowgate, write_config
 from fault_upstream import (
     LONG_EVENTS,
@@ -61,6 +63,7 @@ def gate(
             "models": ["refused-model"],
         },
         "nodns": {"base_url": "http://no-such-host.invalid/v1", "models": ["nodns-model"]},
+        "tlsnodns": {"base_url": "https://tls.no-such-host.invalid/v1", "models": ["nodns-tls"]},
         "tlsplain": {
             "base_url": f"https://127.0.0.1:{faults.port}/v1",
             "models": ["tls-plain-model"],
@@ -75,8 +78,7 @@ def gate(
     )
     running = start_flowgate(directory, config)
     yield running
-    code = running.stop()
-    assert code == 0, f"FlowGate did not shut down cleanly ({code}):\n{running.output()}"
+    running.stop_cleanly()
 
 
 @pytest.fixture
@@ -168,6 +170,51 @@ def test_timeout_before_headers(client, gate, faults):
     row = one_row(gate, session)
     assert (row["status"], row["error"]) == (504, message)
     assert_still_serving(client, gate)
+
+
+@pytest.fixture
+def proxy_http(gate: RunningFlowGate) -> Iterator[httpx.Client]:
+    """A forward-proxy client: HTTPS_PROXY and FlowGate's CA, as `flowgate env` sets them."""
+    ca = gate.config_path.parent / "home" / "mitmproxy" / "mitmproxy-ca-cert.pem"
+    verify = ssl.create_default_context(cafile=str(ca))
+    with httpx.Client(proxy=gate.proxy_url, verify=verify, timeout=30) as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    ("base_url", "model", "status", "code", "expected"),
+    [
+        # TLS to FlowGate, then an upstream that cannot be found.
+        ("https://tls.no-such-host.invalid/v1", "nodns-tls", 502, "upstream_unreachable", "nodns"),
+        # TLS to FlowGate for api.openai.com, sent on to the configured (silent) upstream.
+        ("https://api.openai.com/v1", "fault-hang", 504, "upstream_timeout", "did not answer"),
+        # Plain HTTP through the proxy to a closed port.
+        ("refused", "refused-model", 502, "upstream_unreachable", "refused"),
+    ],
+    ids=["tls-dns-failure", "tls-timeout", "http-refused"],
+)
+def test_forward_proxy_clients_get_openai_shape_errors(
+    gate, proxy_http, base_url, model, status, code, expected
+):
+    if base_url == "refused":
+        base_url = yaml.safe_load(gate.config_path.read_text())["providers"]["refused"]["base_url"]
+    session = tag()
+    sdk = openai.OpenAI(
+        base_url=base_url, api_key="sk-client-key", max_retries=0, http_client=proxy_http
+    )
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.chat.completions.create(
+            model=model, messages=MESSAGES, extra_headers=session_headers(session)
+        )
+    message = flowgate_error(caught.value, status, code)
+    assert expected in message
+    row = one_row(gate, session)
+    assert (row["mode"], row["status"], row["error"]) == ("proxy", status, message)
+    # FlowGate closed that connection after the error; the next call opens a new one.
+    reply = sdk.with_options(base_url="https://api.openai.com/v1").chat.completions.create(
+        model="fault-ok", messages=MESSAGES
+    )
+    assert reply.choices[0].message.content
 
 
 def partial_stream(client: openai.OpenAI, model: str, session: str) -> tuple[str, Exception]:

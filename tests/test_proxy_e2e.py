@@ -69,7 +69,7 @@ def proxy_gate(tmp_path_factory, https_provider, test_ca):
         if line.startswith("export ")
     )
     yield running
-    assert running.stop() == 0, running.output()
+    running.stop_cleanly()
 
 
 @pytest.fixture

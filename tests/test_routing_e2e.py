@@ -83,7 +83,7 @@ def routed(fake_provider: FakeProvider, tmp_path_factory) -> Iterator[RunningFlo
     config = write_config(directory, fake_provider, routing_config(fake_provider))
     running = start_flowgate(directory, config)
     yield running
-    assert running.stop() == 0, running.output()
+    running.stop_cleanly()
 
 
 @pytest.fixture
