@@ -51,7 +51,10 @@ def flowgate_settings(datasette) -> dict[str, Any]:
 
 
 def log_db(datasette):
-    name = flowgate_settings(datasette).get("database") or next(iter(datasette.databases))
+    """The log database: named in FlowGate's plugin config, else the first one served."""
+    name = flowgate_settings(datasette).get("database") or next(
+        n for n in datasette.databases if n != "_internal"
+    )
     return datasette.get_database(name), name
 
 

@@ -209,13 +209,17 @@ def _per_million(value: float | None) -> float | None:
 
 
 class Catalog:
-    """The synced catalog as the running proxy sees it: read once, re-read after a sync."""
+    """The synced catalog as the running proxy sees it: read once, re-read after a sync.
+
+    No connection is kept between looks. SQLite shares a database's WAL index among
+    all connections of a process: one held open from a time the database was
+    read-only would keep the log writer's new connections read-only too.
+    """
 
     CHECK_EVERY = 1.0  # seconds between looks at the database, at most
 
     def __init__(self, db_path: Path):
-        self._conn = sqlite3.connect(db_path, check_same_thread=False, timeout=1.0)
-        self._data_version: int | None = None
+        self._path = db_path
         self._stamp: tuple[Any, ...] | None = None
         self._next_check = 0.0
         self.entries: list[tuple[str, str]] = []  # (provider, model), by provider then model
@@ -228,23 +232,25 @@ class Catalog:
             return False
         self._next_check = now + self.CHECK_EVERY
         try:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version == self._data_version:
-                return False
-            self._data_version = version  # request rows change it too: compare the catalog
-            stamp = self._conn.execute("SELECT count(*), max(synced_at) FROM models").fetchone()
+            conn = sqlite3.connect(self._path, timeout=0.1)
+        except sqlite3.Error:
+            return False
+        try:
+            stamp = conn.execute("SELECT count(*), max(synced_at) FROM models").fetchone()
             if stamp == self._stamp:
                 return False
-            self.entries = self._conn.execute(
+            self.entries = conn.execute(
                 "SELECT provider, model FROM models ORDER BY provider, model"
             ).fetchall()
         except sqlite3.Error:
             return False  # a busy or missing table: keep what we have, look again later
+        finally:
+            conn.close()
         self._stamp = stamp
         return True
 
     def close(self) -> None:
-        self._conn.close()
+        """Nothing is held open between looks; kept for the gateway's shutdown."""
 
 
 @dataclass(frozen=True)

@@ -217,13 +217,20 @@ def plugins_dir() -> Path:
 
 
 def _ensure_db(settings: Settings) -> None:
-    """Create or migrate the log database now, so a bad path is reported before start."""
+    """Create or migrate the log database now, so a bad path is reported before start.
+
+    A database that is there but cannot be written now (locked, read-only, full) does not
+    stop FlowGate: it proxies and keeps the rows until the database takes them.
+    """
+    path = settings.database.path
     try:
-        open_db(settings.database.path).conn.close()
-    except (OSError, sqlite3.Error) as exc:
-        raise click.ClickException(
-            f"cannot open the log database {settings.database.path}: {exc}"
-        ) from None
+        open_db(path).conn.close()
+    except sqlite3.Error as exc:
+        if not path.is_file():
+            raise click.ClickException(f"cannot open the log database {path}: {exc}") from None
+        click.echo(f"Warning: the log database {path} cannot be written now: {exc}", err=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the log database {path}: {exc}") from None
 
 
 def _check_routing(settings: Settings) -> None:

@@ -2,13 +2,16 @@
 
 The event loop never touches SQLite. It hands finished `CallRecord`s to
 `LogWriter.submit` (a lock-free queue put); a writer thread turns them into
-rows and inserts them in batches, one transaction per batch. A locked, full or
-broken database never stops proxying: the batch is retried, failures are
-counted and reported, and what is still queued is written on shutdown.
+rows and inserts them in batches, one transaction per batch. A locked, read-only,
+full or broken database never stops proxying: rows wait in memory (up to
+`max_backlog`) and the write is retried every second, on a fresh connection if
+the old one may be stuck; failures and losses are counted, logged and kept in a
+status file the dashboard reads (health.py). What is queued is written on shutdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -22,7 +25,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils import Migrations
 
-from flowgate_addon import retention, rollup
+from flowgate_addon import health, retention, rollup
 
 log = logging.getLogger("flowgate.store")
 
@@ -158,10 +161,14 @@ def open_db(path: Path) -> sqlite_utils.Database:
     """Open (creating if needed) the log database in WAL mode, migrated to the latest schema."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    migrations.apply(db)
+    try:
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        migrations.apply(db)
+    except BaseException:
+        conn.close()
+        raise
     return db
 
 
@@ -190,11 +197,16 @@ _INSERT_SQL = (
 )
 
 
+# Write failures after which the same connection is worth trying again.
+_STILL_USABLE = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_BUSY_SNAPSHOT", "SQLITE_BUSY_TIMEOUT"}
+
+
 class LogWriter:
     """Batches rows into SQLite on its own thread."""
 
     TICK = 0.02  # seconds between wake-ups while rows are pending
     ANALYZE_EVERY = 100_000  # rows between refreshes of the planner's statistics
+    WARN_EVERY = 60.0  # seconds between warnings while writes keep failing
 
     def __init__(
         self,
@@ -212,11 +224,11 @@ class LogWriter:
         self.to_row = to_row
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.written = 0
-        self.failed_batches = 0
-        self.dropped = 0
-        self.row_errors = 0
+        self.status = health.WriterStatus(str(path))
         self.pruner = retention.Pruner(path, retention_days, max_db_mb, prune_interval)
+        self._status_file = health.StatusFile(path)
+        self._status_shown = 0.0
+        self._warned_at: float | None = None  # when a failing streak was last reported
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._backlog: deque[tuple[Any, ...]] = deque()
         self._max_backlog = max_backlog
@@ -227,12 +239,44 @@ class LogWriter:
         self._rollup = rollup.RollupBatch(_INSERT_COLUMNS)
 
     @property
+    def written(self) -> int:
+        return self.status.written
+
+    @property
+    def failed_batches(self) -> int:
+        return self.status.failed_writes
+
+    @property
+    def dropped(self) -> int:
+        return self.status.dropped
+
+    @property
+    def row_errors(self) -> int:
+        return self.status.row_errors
+
+    @property
     def pruned(self) -> int:
         """Old rows deleted by retention_days / max_db_mb (see retention.py)."""
         return self.pruner.pruned
 
     def start(self) -> None:
-        self._db = open_db(self.path)
+        """Open the database and start writing.
+
+        A folder that cannot be created raises; a database that cannot be opened or
+        migrated now (locked, read-only, full) does not: proxying starts, rows wait in
+        memory and the writer keeps trying.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+        if self._db is None:
+            log.error(
+                "FlowGate cannot open the log database %s (%s); calls are proxied and their "
+                "rows kept in memory (up to %d) until it can, retried every second",
+                self.path,
+                self.status.last_error,
+                self._max_backlog,
+            )
+        self._show_status(force=True)
         self._thread = threading.Thread(target=self._run, name="flowgate-writer", daemon=True)
         self._thread.start()
 
@@ -249,30 +293,76 @@ class LogWriter:
         if self._thread.is_alive():
             log.error("FlowGate log writer did not finish within %.0f s", timeout)
         elif self._backlog:
+            self.status.lost_at_exit = len(self._backlog)
             log.error("FlowGate could not write %d queued log rows", len(self._backlog))
         self._thread = None
+        self._close()
+        self.status.running = False
+        self.status.waiting = len(self._backlog)
+        if self.status.lost:
+            self._status_file.write(self.status)  # keep the loss visible
+        else:
+            self._status_file.remove()
+
+    def _open(self) -> None:
+        try:
+            self._db = open_db(self.path)
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+
+    def _close(self) -> None:
         if self._db is not None:
-            self._db.conn.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._db.conn.close()
             self._db = None
+
+    def _failed(self, exc: Exception) -> None:
+        self.status.failed_writes += 1
+        self.status.last_error = str(exc)
+        self.status.last_error_at = time.time()
+
+    def _warn(self, waiting: int) -> None:
+        """Say a write failed: at once, then once a minute while it keeps failing."""
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < self.WARN_EVERY:
+            return
+        self._warned_at = now
+        log.warning(
+            "FlowGate log write failed (%s); %d rows kept for retry, %d failures so far",
+            self.status.last_error,
+            waiting,
+            self.status.failed_writes,
+        )
+
+    def _show_status(self, force: bool = False) -> None:
+        """Refresh the status file: at most once a second, and every HEARTBEAT when idle."""
+        now = time.monotonic()
+        if not force and now - self._status_shown < 1.0:
+            return
+        self._status_shown = now
+        self.status.waiting = len(self._backlog)
+        self.status.pruned = self.pruner.pruned
+        self._status_file.write(self.status)
 
     def _run(self) -> None:
         # Wake once per tick, not once per request: a thread wake-up per call costs the
         # proxy more than the row itself. Each tick's rows are built in one short slice,
         # so the event loop never waits long for the GIL; inserts are batched per
         # flush interval.
-        analyze(self.path)
+        if self._db is not None:
+            analyze(self.path)
         stopping = False
         while not stopping:
-            timeout = 1.0 if self._backlog else None  # idle; retry kept rows now and then
-            if self.pruner.active:  # prune between batches: at start, then every interval
-                assert self._db is not None
+            # Idle: a heartbeat for the status file; rows kept: retry now and then.
+            timeout = 1.0 if self._backlog else health.HEARTBEAT
+            if self.pruner.active and self._db is not None:  # prune between batches
                 self.pruner.run(self._db.conn)
-                wait = self.pruner.wait()
-                timeout = wait if timeout is None else min(timeout, wait)
+                timeout = min(timeout, self.pruner.wait())
             try:
                 items = [self._queue.get(timeout=timeout)]
             except queue.Empty:
                 self._flush(final=False)
+                self._show_status(force=not self._backlog)
                 continue
             deadline = time.monotonic() + self.flush_interval
             pending = 0
@@ -289,6 +379,7 @@ class LogWriter:
                 time.sleep(min(self.TICK, deadline - now))
                 items = self._drain()
             self._flush(final=stopping)
+            self._show_status()
 
     def _drain(self) -> list[Any]:
         items = []
@@ -302,32 +393,42 @@ class LogWriter:
         try:
             row = self.to_row(record)
         except Exception:  # a bad record must not take the writer down
-            self.row_errors += 1
+            self.status.row_errors += 1
             log.exception("FlowGate could not build a log row")
             return
         self._backlog.append(tuple(row.get(c) for c in _INSERT_COLUMNS))
         if len(self._backlog) > self._max_backlog:
             self._backlog.popleft()
-            self.dropped += 1
+            self.status.dropped += 1
+            if self.status.dropped % 10_000 == 1:
+                log.error(
+                    "FlowGate's log backlog is full (%d rows): the oldest are being dropped, "
+                    "%d so far",
+                    self._max_backlog,
+                    self.status.dropped,
+                )
 
     def _flush(self, final: bool) -> None:
         """Insert the backlog in one transaction; on shutdown, keep retrying for a while."""
         give_up = time.monotonic() + (self._final_retry_seconds if final else 0.0)
         while self._backlog:
             rows = list(self._backlog)
+            if self._db is None:
+                self._open()
             try:
-                assert self._db is not None
+                if self._db is None:
+                    raise sqlite3.OperationalError(self.status.last_error)
                 with self._db.conn:  # rows and rollups in one transaction: always agree
                     self._db.conn.executemany(_INSERT_SQL, rows)
                     self._rollup.apply(self._db.conn, rows)
             except sqlite3.Error as exc:
-                self.failed_batches += 1
-                log.warning(
-                    "FlowGate log write failed (%s); %d rows kept for retry, %d failures so far",
-                    exc,
-                    len(rows),
-                    self.failed_batches,
-                )
+                if self._db is not None:
+                    self._failed(exc)
+                    if getattr(exc, "sqlite_errorname", "") not in _STILL_USABLE:
+                        # A connection opened read-only, or to a file that went bad, stays
+                        # that way: the next attempt opens a new one.
+                        self._close()
+                self._warn(len(rows))
                 if time.monotonic() >= give_up:
                     return
                 time.sleep(0.1)
@@ -338,4 +439,8 @@ class LogWriter:
                 self.written + len(rows)
             ) // self.ANALYZE_EVERY > self.written // self.ANALYZE_EVERY:
                 analyze(self.path)
-            self.written += len(rows)
+            self.status.written += len(rows)
+            self.status.last_write_at = time.time()
+            if self._warned_at is not None:
+                log.warning("FlowGate log writes work again: %d waiting rows written", len(rows))
+                self._warned_at = None

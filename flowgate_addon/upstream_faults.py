@@ -8,7 +8,8 @@ connection handling it has no public API for (pinned: mitmproxy 11.0):
   per request, which would double FlowGate's own time per call). A call whose
   upstream has sent nothing — no headers yet, or no new stream piece — for
   `server.upstream_timeout_s` is cut off; mitmproxy then ends the flow through the
-  error hook.
+  error hook. A client that stops reading holds the upstream back too (mitmproxy
+  stops reading it): while bytes wait for the client, the upstream is not silent.
 - `answer_instead`: the error hook hands mitmproxy FlowGate's OpenAI-shape error,
   which its HTTP/1 layer sends instead of its page (`install_error_answers` wraps
   that layer's send once).
@@ -36,6 +37,14 @@ def _handler(flow: http.HTTPFlow) -> Any:
     """mitmproxy's handler of the flow's client connection (None once it is gone)."""
     proxyserver = ctx.master.addons.get("proxyserver")
     return getattr(proxyserver, "connections", {}).get(flow.client_conn.id)
+
+
+def _client_backlogged(flow: http.HTTPFlow) -> bool:
+    """Whether bytes for the client are still waiting to be sent (it stopped reading)."""
+    handler = _handler(flow)
+    io = handler.transports.get(flow.client_conn) if handler else None
+    writer = io.writer if io is not None else None
+    return writer is not None and writer.transport.get_write_buffer_size() > 0
 
 
 class SilenceWatch:
@@ -75,7 +84,9 @@ class SilenceWatch:
                     del self._calls[key]  # headers in; a buffered body is mitmproxy's to read
                     continue
                 progress = -1 if flow.response is None else len(record.chunks)
-                if progress != seen:
+                if progress != seen or _client_backlogged(flow):
+                    # New data, or a client not reading what it was sent: mitmproxy then
+                    # stops reading upstream, which is not the upstream's silence.
                     call[2], call[3] = progress, now
                 elif now - since >= self.timeout:
                     del self._calls[key]

@@ -10,6 +10,7 @@ import sqlite3
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,7 +161,13 @@ def start_flowgate(
     command: list[str] | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    preexec_fn: Any = None,
 ) -> RunningFlowGate:
+    """Start FlowGate and wait until it answers.
+
+    With `preexec_fn` (say, a file-size limit for the process), its output reaches the
+    log file through a pipe, so the limit does not apply to the log itself.
+    """
     config = yaml.safe_load(config_path.read_text())
     server = config["server"]
     log_path = directory / "flowgate.log"
@@ -170,14 +177,18 @@ def start_flowgate(
         "FAKE_LOCAL_KEY": "sk-local-secret",
         **(env or {}),
     }
+    log_file = log_path.open("w")
     process = subprocess.Popen(
         command or [FLOWGATE, "start", "--config", str(config_path), "--no-ui"],
-        stdout=log_path.open("w"),
+        stdout=subprocess.PIPE if preexec_fn else log_file,
         stderr=subprocess.STDOUT,
         text=True,
         env=full_env,
         cwd=cwd or directory,
+        preexec_fn=preexec_fn,
     )
+    if preexec_fn:
+        threading.Thread(target=_copy, args=(process.stdout, log_file), daemon=True).start()
     running = RunningFlowGate(
         process,
         f"http://127.0.0.1:{server['port']}/v1",
@@ -199,6 +210,12 @@ def start_flowgate(
         time.sleep(0.1)
     running.stop()
     raise AssertionError(f"FlowGate did not start:\n{running.output()}")
+
+
+def _copy(source: Any, target: Any) -> None:
+    for line in source:
+        target.write(line)
+        target.flush()
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ The requested model picks the behaviour (chat completions only):
 
 - `fault-ok`: a normal SSE stream (or JSON reply), with usage when asked for.
 - `fault-long`: a long SSE stream of `LONG_EVENTS` content events, then usage.
+- `fault-huge`: the same with `HUGE_EVENTS`, several megabytes.
 - `fault-hang`: reads the request and never answers (until `stop()`).
 - `fault-stall`: sends headers and `PARTIAL_EVENTS` content events, then sends
   nothing more while keeping the connection open (until `stop()`).
@@ -31,6 +32,7 @@ CREATED = 1_700_000_000
 PROMPT_TOKENS = 11
 PARTIAL_EVENTS = 3
 LONG_EVENTS = 200
+HUGE_EVENTS = 60_000  # ~9 MB: more than the sockets between client and upstream hold
 RETRY_AFTER = "17"
 RATE_LIMIT_BODY = {
     "error": {
@@ -140,7 +142,9 @@ class FaultUpstream:
                 elif not body.get("stream"):
                     self._json(200, _completion(model))
                 else:
-                    count = LONG_EVENTS if model == "fault-long" else PARTIAL_EVENTS
+                    count = {"fault-long": LONG_EVENTS, "fault-huge": HUGE_EVENTS}.get(
+                        model, PARTIAL_EVENTS
+                    )
                     self._start_stream()
                     for event in full_stream(model, count, usage):
                         self._send_chunk(event)

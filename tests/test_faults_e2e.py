@@ -20,6 +20,7 @@ import pytest
 import yaml
 from conftest import RunningFlowGate, make_test_ca, start_flowgate, write_config
 from fault_upstream import (
+    HUGE_EVENTS,
     LONG_EVENTS,
     OVERLOADED_BODY,
     PARTIAL_EVENTS,
@@ -334,6 +335,32 @@ def test_slow_reader_gets_everything(gate, client):
     assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, LONG_EVENTS)
     assert row["usage_source"] == "provider"
     assert row["response"] == text
+
+
+def test_a_client_that_stops_reading_is_not_taken_for_a_silent_upstream(gate):
+    """A reader pausing longer than the upstream timeout, mid-way through a stream larger
+    than the sockets hold: whatever mitmproxy does with the backpressure, the upstream
+    is not cut off as silent and the client gets the whole stream."""
+    session = tag()
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            f"{gate.base_url}/chat/completions",
+            json={"model": "fault-huge", "messages": MESSAGES, "stream": True},
+            headers={"authorization": "Bearer sk-client-key", **session_headers(session)},
+        ) as response,
+    ):
+        chunks = response.iter_raw()
+        body = next(chunks)
+        time.sleep(UPSTREAM_TIMEOUT * 2.5)  # a stalled reader: nothing is read
+        body += b"".join(chunks)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert body.count(b"\n\n") == HUGE_EVENTS + 3  # role, content, finish, [DONE]
+
+    row = one_row(gate, session)
+    assert (row["status"], row["error"]) == (200, None)
+    assert row["completion_tokens"] == HUGE_EVENTS and row["usage_source"] == "provider"
 
 
 def test_many_concurrent_streams(gate, client):
