@@ -16,6 +16,7 @@ import yaml
 from browser import browser, chart_rendered, screenshot, visit  # noqa: F401 (fixture)
 from conftest import FLOWGATE, free_port
 
+from flowgate_addon import health
 from flowgate_addon.record import iso
 from flowgate_addon.store import LogWriter
 
@@ -236,6 +237,40 @@ def test_flowgate_pages_render_cleanly(browser, ui, path, shows, name):  # noqa:
     with visit(browser, f"{ui.url}{path}") as (page, errors):
         page.get_by_text(shows).first.wait_for()
         screenshot(page, name)
+        assert errors == []
+
+
+def test_log_loss_shows_a_banner_on_every_page(browser, ui):  # noqa: F811
+    """A FlowGate that lost rows (its status file, as the writer leaves it) is announced
+    on every page, and the banner leads to the log-health page."""
+    report = health.StatusFile(ui.db_path)
+    report.path = report.directory / "elsewhere-4242.json"  # another host's writer
+    report.write(
+        health.WriterStatus(
+            str(ui.db_path), pid=4242, host="elsewhere", running=False, written=90, dropped=7
+        )
+    )
+    try:
+        for path in ("/flowgate/requests", "/-/dashboards/overview"):
+            with visit(browser, f"{ui.url}{path}") as (page, errors):
+                banner = page.locator(".fg-health-banner")
+                banner.wait_for()
+                assert banner.inner_text() == (
+                    "Log health: FlowGate 7 log rows lost (7 pushed out of a full backlog)"
+                )
+                if path.startswith("/-/dashboards"):
+                    banner.get_by_role("link").click()
+                    page.wait_for_url("**/-/flowgate/health")
+                    row = page.locator("table.fg-health tr.fg-health-error")
+                    assert "elsewhere pid 4242" in row.inner_text()
+                    assert "stopped" in row.inner_text()
+                    screenshot(page, "ui-log-health")
+                assert errors == []
+    finally:
+        report.remove()
+    with visit(browser, f"{ui.url}/-/dashboards/overview") as (page, errors):
+        page.locator("#chart-requests", has_text="3").wait_for()
+        assert page.locator(".fg-health-banner").count() == 0
         assert errors == []
 
 
