@@ -334,11 +334,14 @@ def test_flowgate_errors_use_the_openai_shape(flowgate):
         ("/chat/completions", json.dumps({"messages": []}).encode(), 400, "missing_model"),
         ("/chat/completions", json.dumps({"model": ["x"]}).encode(), 400, "missing_model"),
     ]
-    for path, content, status, code in cases:
+    # The body is read as JSON whatever its content type says: a form post is not JSON.
+    form = ("/chat/completions", b"model=gpt-4o-mini&messages=hi", 400, "invalid_json")
+    for path, content, status, code in [*cases, form]:
+        content_type = "application/x-www-form-urlencoded" if content == form[1] else "json"
         response = httpx.post(
             f"{flowgate.base_url}{path}",
             content=content,
-            headers={"content-type": "application/json"},
+            headers={"content-type": content_type.replace("json", "application/json")},
         )
         assert response.status_code == status
         error = response.json()["error"]
@@ -346,6 +349,23 @@ def test_flowgate_errors_use_the_openai_shape(flowgate):
         assert error["message"]
     response = httpx.get(flowgate.base_url.removesuffix("/v1") + "/nowhere")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_wrong_typed_messages_go_to_the_provider_to_judge(flowgate, fake_provider):
+    """FlowGate checks what it needs (a model); the rest is the provider's to refuse, and
+    the call is logged either way (no traceback: the fixture checks FlowGate's output)."""
+    session = tag()
+    odd = [{"role": "user", "content": {"nested": [1, None, {"x": "y"}]}}, 7, None]
+    for messages in ("just a string", 42, odd):
+        response = httpx.post(
+            f"{flowgate.base_url}/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": messages},
+            headers={"x-flowgate-session": session, "authorization": "Bearer sk-client-key"},
+        )
+        assert "x-flowgate-error" not in response.headers  # the provider's answer
+        assert fake_provider.last("/v1/chat/completions").body["messages"] == messages
+    rows = flowgate.wait_rows("session = ?", (session,), count=3)
+    assert [r["requested_model"] for r in rows] == ["gpt-4o-mini"] * 3
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "br", "zstd"])
