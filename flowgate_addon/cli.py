@@ -28,7 +28,7 @@ from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import Settings
 from flowgate_addon.paths import data_dir
 from flowgate_addon.providers import ProviderRegistry
-from flowgate_addon.security import credentials
+from flowgate_addon.security import admin, credentials
 from flowgate_addon.security.access import Access, is_loopback
 from flowgate_addon.security.tokens import TokenStore, default_tokens_path
 from flowgate_addon.security.vault import Vault, VaultError, WrongPassword
@@ -84,6 +84,7 @@ def start(config_file: Path | None, no_ui: bool, **server: str | int | None) -> 
         f"  gateway:  http://{server.host}:{server.port}/v1   (OpenAI base URL)\n"
         f"  proxy:    http://{server.host}:{server.proxy_port}  (HTTPS_PROXY)\n"
         + (f"  ui:       http://{server.host}:{server.ui_port}/\n" if ui else "")
+        + (f"  console:  {_signin_link(settings)}  (sign-in link: one use)\n" if ui else "")
         + f"  log db:   {settings.database.path}\n"
         f"  config:   {settings.source or 'built-in defaults'}",
         err=True,
@@ -290,9 +291,17 @@ def ui(config_file: Path | None, host: str | None, ui_port: int | None) -> None:
     settings.server.ui_port = ui_port or settings.server.ui_port
     _ensure_db(settings)
     click.echo(
-        f"FlowGate log browser: http://{settings.server.host}:{settings.server.ui_port}/", err=True
+        f"FlowGate log browser: http://{settings.server.host}:{settings.server.ui_port}/\n"
+        f"Operator console sign-in (one use, {admin.SIGNIN_MINUTES} min): "
+        f"{_signin_link(settings)}",
+        err=True,
     )
     os.execv(sys.executable, ui_command(settings))
+
+
+def _signin_link(settings: Settings) -> str:
+    """A fresh one-time link into the operator console (see security/admin.py)."""
+    return admin.issue_signin_link(f"http://{settings.server.host}:{settings.server.ui_port}")
 
 
 cli.add_command(cli_vault.add_key)

@@ -130,6 +130,8 @@ class SecuritySettings(_Section):
     vault_path: Path = Field(default_factory=lambda: data_dir() / "vault.json")
     master_key_path: Path | None = None
     allow_client_keys: bool = True
+    # How long an operator-console sign-in lasts.
+    admin_session_hours: float = Field(8.0, gt=0, le=720)
 
     @field_validator("upstream_ca_file")
     @classmethod

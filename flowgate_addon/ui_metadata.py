@@ -17,6 +17,9 @@ import yaml
 
 from flowgate_addon.config import Settings
 from flowgate_addon.providers import BUILTIN_PROVIDERS, Provider, ProviderRegistry
+from flowgate_addon.security.admin import signin_file
+from flowgate_addon.security.audit import default_audit_path
+from flowgate_addon.security.tokens import default_tokens_path
 from flowgate_addon.store import FACET_COLUMNS
 
 DASHBOARDS_FILE = Path(__file__).resolve().parent.parent / "config" / "dashboards.yaml"
@@ -115,6 +118,13 @@ def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
         ],
         "pricing": {
             model: price.model_dump(exclude_none=True) for model, price in settings.pricing.items()
+        },
+        "console": {
+            "vault_path": str(settings.security.vault_path),
+            "tokens_path": str(default_tokens_path()),
+            "audit_path": str(default_audit_path()),
+            "signin_path": str(signin_file()),
+            "session_hours": settings.security.admin_session_hours,
         },
     }
 

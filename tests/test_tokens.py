@@ -18,6 +18,7 @@ from mitmproxy.http import Headers
 
 from flowgate_addon.cli_tokens import parse_ttl, tokens
 from flowgate_addon.security import tokens as tokens_module
+from flowgate_addon.security.audit import AuditLog
 from flowgate_addon.security.tokens import (
     TOKEN_RE,
     Caller,
@@ -485,6 +486,17 @@ def test_cli_revoke(home):
     assert run("revoke", "2").exit_code == 0
     with TokenStore(home / "tokens.db") as store:
         assert store.check(other).state is TokenState.REVOKED
+    # The same audit log as the console's: who, what, never the token.
+    entries = AuditLog(home / "audit.db").recent()
+    assert [(e["action"], e["target"]) for e in reversed(entries)] == [
+        ("create caller token", "ci"),
+        ("revoke caller token", "ci"),
+        ("create caller token", "other"),
+        ("revoke caller token", "2"),
+    ]
+    assert all(e["actor"].startswith("cli:") for e in entries)
+    assert token.encode() not in (home / "audit.db").read_bytes()
+    assert stat.S_IMODE((home / "audit.db").stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,323 @@
+"""Datasette plugin: the operator console, behind an admin sign-in.
+
+- /-/flowgate/login: sign in with the vault's master password.
+- /-/flowgate/signin?token=…: the one-time link `flowgate ui` / `flowgate start` print.
+- /-/flowgate/admin: the console's home — what an admin can manage, and the audit log.
+- /-/flowgate/admin/tokens: caller tokens — create (shown once), list, revoke.
+
+Every management route needs the admin actor (Datasette's signed `ds_actor` cookie,
+with an expiry); every form carries Datasette's CSRF token, which Datasette checks on
+every POST. Sign out with Datasette's own /-/logout. The work is done by the same
+code the CLI uses (security/tokens.py), and each action goes to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from datasette import hookimpl
+from datasette.utils import baseconv
+from datasette.utils.asgi import Forbidden, Response
+
+from datasette_plugins.flowgate_pages import (
+    PREFIX,
+    esc,
+    flowgate_settings,
+    log_db,
+    render_page,
+)
+from flowgate_addon.cli_tokens import parse_ttl
+from flowgate_addon.security import admin
+from flowgate_addon.security.audit import AuditLog
+from flowgate_addon.security.tokens import TokenStore
+from flowgate_addon.security.vault import Vault, VaultError, WrongPassword
+
+ADMIN = f"{PREFIX}/admin"
+THROTTLE = admin.LoginThrottle()
+STYLE = """<style>
+form.fg-inline { display: inline; }
+.fg-once { background: #fff6d6; border: 1px solid #e0c050; padding: .6em; }
+.fg-once code { font-size: 1.1em; user-select: all; }
+.fg-flash { background: #eef5fd; border-left: 4px solid #2a7ae2; padding: .4em .8em; }
+.fg-problem { background: #fdeeee; border-left: 4px solid #b3261e; padding: .4em .8em; }
+table.fg-admin td, table.fg-admin th { padding: .2em .8em .2em 0; text-align: left; }
+</style>"""
+
+
+def console_settings(datasette) -> dict[str, Any]:
+    from flowgate_addon.config import SecuritySettings
+    from flowgate_addon.security.audit import default_audit_path
+    from flowgate_addon.security.tokens import default_tokens_path
+
+    found = flowgate_settings(datasette).get("console") or {}
+    return {
+        "vault_path": Path(found.get("vault_path") or SecuritySettings().vault_path),
+        "tokens_path": Path(found.get("tokens_path") or default_tokens_path()),
+        "audit_path": Path(found.get("audit_path") or default_audit_path()),
+        "signin_path": Path(found.get("signin_path") or admin.signin_file()),
+        "session_hours": float(found.get("session_hours") or 8.0),
+    }
+
+
+def client_ip(request) -> str:
+    client = request.scope.get("client")
+    return client[0] if client else "?"
+
+
+def audit(datasette, request, action: str, target: str | None = None, detail=None) -> None:
+    log = AuditLog(console_settings(datasette)["audit_path"])
+    try:
+        actor = request.actor or {}
+        who = f"console:{actor.get('via', 'unknown')}"
+        log.record(who, action, target, detail, client_ip(request))
+    finally:
+        log.close()
+
+
+def csrf_field(request) -> str:
+    return f'<input type="hidden" name="csrftoken" value="{esc(request.scope["csrftoken"]())}">'
+
+
+def signed_in(datasette, request, via: str) -> Response:
+    """Redirect to the console with the admin actor cookie, valid for the session hours."""
+    hours = console_settings(datasette)["session_hours"]
+    expires = int(time.time() + hours * 3600)
+    response = Response.redirect(datasette.urls.path(ADMIN))
+    response.set_cookie(
+        "ds_actor",
+        datasette.sign(
+            {"a": {"id": admin.ADMIN_ID, "via": via}, "e": baseconv.base62.encode(expires)},
+            "actor",
+        ),
+        max_age=int(hours * 3600),
+        httponly=True,
+        samesite="lax",
+    )
+    audit(datasette, request, "sign in", detail=f"with the {via}")
+    return response
+
+
+async def page(datasette, request, title: str, body: str) -> Response:
+    nav = (
+        f'<p><a href="{datasette.urls.path(ADMIN)}">console</a> · '
+        f'<a href="{datasette.urls.path(ADMIN + "/tokens")}">caller tokens</a> · '
+        f'<form class="fg-inline" method="post" action="{datasette.urls.path("/-/logout")}">'
+        f'{csrf_field(request)}<button type="submit">Sign out</button></form></p>'
+    )
+    return await render_page(datasette, request, title, STYLE + nav + body)
+
+
+def require_admin(datasette, request) -> Response | None:
+    """None for the admin; otherwise where an anonymous or expired visitor goes instead."""
+    if admin.is_admin(request.actor):
+        return None
+    if request.method != "GET":
+        raise Forbidden("Sign in to FlowGate's console first.")
+    login = datasette.urls.path(f"{PREFIX}/login")
+    return Response.redirect(f"{login}?next={request.path}")
+
+
+# --- signing in ---------------------------------------------------------------------------
+
+
+async def login_page(datasette, request) -> Response:
+    settings = console_settings(datasette)
+    problem = ""
+    status = 200
+    if request.method == "POST":
+        address = client_ip(request)
+        wait = THROTTLE.retry_after(address)
+        if wait:
+            problem, status = f"Too many wrong passwords: try again in {wait:.0f} s.", 429
+        else:
+            password = (await request.post_vars()).get("password", "")
+            vault = Vault(settings["vault_path"])
+            try:
+                if not vault.exists:
+                    raise VaultError("no vault yet")
+                await asyncio.to_thread(vault.unlock, password)
+            except WrongPassword:
+                THROTTLE.failed(address)
+                problem, status = "That is not the master password.", 401
+            except VaultError as exc:
+                problem, status = f"Cannot check the password: {exc}.", 503
+            else:
+                THROTTLE.succeeded(address)
+                return signed_in(datasette, request, "master password")
+    vault_exists = settings["vault_path"].exists()
+    body = [STYLE]
+    if problem:
+        body.append(f"<p class='fg-problem'>{esc(problem)}</p>")
+    if vault_exists:
+        body.append(
+            f'<form method="post" action="{datasette.urls.path(PREFIX + "/login")}">'
+            f"{csrf_field(request)}"
+            '<p><label>Master password <input type="password" name="password" '
+            'autocomplete="current-password" autofocus required></label> '
+            '<button type="submit">Sign in</button></p></form>'
+        )
+    else:
+        body.append("<p>There is no vault yet, so there is no master password to sign in with.</p>")
+    body.append(
+        "<p>Or open the one-time sign-in link that <code>flowgate ui</code> and "
+        f"<code>flowgate start</code> print (valid {admin.SIGNIN_MINUTES} minutes).</p>"
+    )
+    response = await render_page(datasette, request, "Sign in to FlowGate", "\n".join(body))
+    response.status = status
+    return response
+
+
+async def signin_link(datasette, request) -> Response:
+    token = request.args.get("token") or ""
+    if not admin.redeem_signin(token, console_settings(datasette)["signin_path"]):
+        raise Forbidden(
+            "This sign-in link is not valid: it was used already, has expired, or a newer "
+            "one was printed. Restart `flowgate ui` for a new one, or sign in with the "
+            "master password."
+        )
+    return signed_in(datasette, request, "sign-in link")
+
+
+# --- the console ---------------------------------------------------------------------------
+
+
+async def console_home(datasette, request) -> Response:
+    if (refused := require_admin(datasette, request)) is not None:
+        return refused
+    log = AuditLog(console_settings(datasette)["audit_path"])
+    try:
+        entries = log.recent(200)
+    finally:
+        log.close()
+    rows = "".join(
+        "<tr>"
+        + "".join(f"<td>{esc(e[c])}</td>" for c in ("ts", "actor", "action", "target", "client_ip"))
+        + "</tr>"
+        for e in entries
+    )
+    body = (
+        "<h2>Audit log</h2><p>Every management action, newest first (never a secret).</p>"
+        "<table class='fg-admin fg-audit'><tr><th>when</th><th>who</th><th>what</th>"
+        f"<th>target</th><th>from</th></tr>{rows}</table>"
+    )
+    return await page(datasette, request, "FlowGate console", body)
+
+
+async def tokens_page(datasette, request) -> Response:
+    if (refused := require_admin(datasette, request)) is not None:
+        return refused
+    settings = console_settings(datasette)
+    flash, problem = "", ""
+    store = TokenStore(settings["tokens_path"])
+    try:
+        if request.method == "POST":
+            form = await request.post_vars()
+            action = form.get("action")
+            name = (form.get("name") or "").strip()
+            if action == "create":
+                try:
+                    ttl_text = (form.get("ttl") or "").strip()
+                    ttl: timedelta | None = parse_ttl(ttl_text) if ttl_text else None
+                    token = store.create(name, ttl)
+                except ValueError as exc:
+                    problem = str(exc)
+                else:
+                    audit(datasette, request, "create caller token", name, ttl_text or None)
+                    flash = (
+                        f"<div class='fg-once'><p>Token <strong>{esc(name)}</strong> — copy it "
+                        "now, it is not shown again:</p><p><code id='fg-new-token'>"
+                        f"{esc(token)}</code> <button type='button' id='fg-copy' onclick="
+                        "\"navigator.clipboard.writeText(document.getElementById('fg-new-token')"
+                        '.textContent)">Copy</button></p></div>'
+                    )
+            elif action == "revoke":
+                if store.revoke(name):
+                    audit(datasette, request, "revoke caller token", name)
+                    flash = f"<p class='fg-flash'>Revoked {esc(name)}.</p>"
+                else:
+                    problem = f"There is no token named {name!r}."
+            else:
+                problem = "Unknown action."
+        tokens = store.list()
+    finally:
+        store.close()
+    last_used = await _last_used(datasette, [t["name"] for t in tokens])
+    rows = []
+    for t in tokens:
+        revoke = (
+            f'<form class="fg-inline" method="post">{csrf_field(request)}'
+            f'<input type="hidden" name="action" value="revoke">'
+            f'<input type="hidden" name="name" value="{esc(t["name"])}">'
+            f'<button type="submit">Revoke</button></form>'
+            if t["status"] == "active"
+            else ""
+        )
+        cells = [
+            t["name"],
+            f"fgt_{t['prefix']}…",
+            t["created"],
+            t["expires"] or "never",
+            last_used.get(t["name"]) or "never",
+            t["status"],
+        ]
+        rows.append(
+            f"<tr class='fg-token-{esc(t['status'])}'>"
+            + "".join(f"<td>{esc(c)}</td>" for c in cells)
+            + f"<td>{revoke}</td></tr>"
+        )
+    body = [
+        flash,
+        f"<p class='fg-problem'>{esc(problem)}</p>" if problem else "",
+        "<p>Callers present a token as their API key (gateway) or proxy password. With no "
+        "tokens, FlowGate is open to whoever can reach it on loopback; from the first token "
+        "on, every request needs one. A running FlowGate honours changes at once.</p>",
+        f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+        'value="create"><label>Name <input name="name" required maxlength="64"></label> '
+        '<label>Lifetime <input name="ttl" placeholder="e.g. 30d (empty: no expiry)">'
+        '</label> <button type="submit">Create token</button></form>',
+        "<table class='fg-admin fg-tokens'><tr><th>name</th><th>token</th><th>created</th>"
+        "<th>expires</th><th>last used</th><th>status</th><th></th></tr>"
+        + "".join(rows)
+        + "</table>",
+    ]
+    response = await page(datasette, request, "Caller tokens", "\n".join(body))
+    if problem:
+        response.status = 400
+    return response
+
+
+async def _last_used(datasette, names: list[str]) -> dict[str, str]:
+    """When each token last called, from the log (its caller column is indexed)."""
+    if not names:
+        return {}
+    db, _ = log_db(datasette)
+    marks = ", ".join("?" for _ in names)
+    try:
+        result = await db.execute(
+            f"SELECT caller, max(ts) FROM requests WHERE caller IN ({marks}) GROUP BY caller",
+            names,
+        )
+    except Exception:  # a log without the table yet
+        return {}
+    return {row[0]: row[1] for row in result.rows}
+
+
+@hookimpl
+def register_routes():
+    return [
+        (rf"^{PREFIX}/login$", login_page),
+        (rf"^{PREFIX}/signin$", signin_link),
+        (rf"^{ADMIN}$", console_home),
+        (rf"^{ADMIN}/tokens$", tokens_page),
+    ]
+
+
+@hookimpl
+def menu_links(datasette, actor):
+    if admin.is_admin(actor):
+        return [{"href": datasette.urls.path(ADMIN), "label": "Console"}]
+    return [{"href": datasette.urls.path(f"{PREFIX}/login"), "label": "Sign in (console)"}]

@@ -1,0 +1,241 @@
+"""The operator console in a real Datasette: sign-in, the guard on every management
+route (anonymous, forged CSRF token, expired session), and caller tokens managed from
+the console and enforced by a running FlowGate at once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import start_flowgate, write_config
+from datasette.app import Datasette
+from datasette.utils import baseconv
+
+from datasette_plugins import flowgate_console
+from flowgate_addon.cli import plugins_dir
+from flowgate_addon.config import load_settings
+from flowgate_addon.security import admin
+from flowgate_addon.security.audit import AuditLog
+from flowgate_addon.security.tokens import TokenStore, hash_token
+from flowgate_addon.security.vault import Vault
+from flowgate_addon.store import open_db
+from flowgate_addon.ui_metadata import metadata
+
+PASSWORD = "correct horse battery staple"
+MANAGEMENT = ["/-/flowgate/admin", "/-/flowgate/admin/tokens"]
+TOKEN_RE = re.compile(r"fgt_[A-Za-z0-9_-]{20,}")
+
+
+def make_console(folder: Path, home: Path | None = None) -> Datasette:
+    """A Datasette as `flowgate ui` configures it, over the log in `folder`."""
+    config = folder / "console.yaml"
+    config.write_text("database: {path: flowgate.db}\n")
+    settings = load_settings(config)
+    open_db(settings.database.path).conn.close()
+    meta = metadata(settings.database.path, settings)
+    if home is not None:  # the data folder of a running FlowGate
+        meta["plugins"]["flowgate"]["console"]["tokens_path"] = str(home / "tokens.db")
+    return Datasette([str(settings.database.path)], plugins_dir=str(plugins_dir()), metadata=meta)
+
+
+@pytest.fixture
+def ds(tmp_path) -> Datasette:
+    Vault(load_settings(None).security.vault_path).init(PASSWORD)
+    flowgate_console.THROTTLE = admin.LoginThrottle()  # each test starts with no failures
+    return make_console(tmp_path)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def admin_cookie(ds: Datasette, expires_in: float = 3600) -> str:
+    expiry = baseconv.base62.encode(int(time.time() + expires_in))
+    return ds.sign({"a": {"id": admin.ADMIN_ID, "via": "test"}, "e": expiry}, "actor")
+
+
+def form_token(ds: Datasette, path: str, cookies: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The CSRF token of a form page, and the cookies to send back with it."""
+    response = run(ds.client.get(path, cookies=cookies))
+    assert response.status_code == 200, response.text
+    token = re.search(r'name="csrftoken" value="([^"]+)"', response.text).group(1)
+    return token, {**cookies, "ds_csrftoken": response.cookies.get("ds_csrftoken", "")}
+
+
+def post(ds: Datasette, path: str, data: dict[str, str], cookies: dict[str, str]):
+    return run(ds.client.post(path, data=data, cookies=cookies))
+
+
+def console_post(ds: Datasette, path: str, data: dict[str, str]):
+    """A management form posted as a signed-in admin would, CSRF token and all."""
+    token, cookies = form_token(ds, path, {"ds_actor": admin_cookie(ds)})
+    return post(ds, path, {**data, "csrftoken": token}, cookies)
+
+
+def test_management_routes_refuse_anonymous_visitors(ds):
+    for path in MANAGEMENT:
+        response = run(ds.client.get(path))
+        assert response.status_code == 302
+        assert response.headers["location"] == f"/-/flowgate/login?next={path}"
+    # A form post without any session: refused, and nothing is created.
+    token, cookies = form_token(ds, "/-/flowgate/login", {})
+    response = post(
+        ds, MANAGEMENT[1], {"action": "create", "name": "sneaky", "csrftoken": token}, cookies
+    )
+    assert response.status_code == 403
+    assert not TokenStore(load_settings(None).security.vault_path.parent / "tokens.db").list()
+
+
+def test_a_forged_csrf_token_is_refused(ds):
+    cookies = {"ds_actor": admin_cookie(ds)}
+    _, cookies = form_token(ds, MANAGEMENT[1], cookies)
+    for forged in ("", "forged-token", admin_cookie(ds)):
+        response = post(
+            ds, MANAGEMENT[1], {"action": "create", "name": "x", "csrftoken": forged}, cookies
+        )
+        assert response.status_code == 403, forged
+    assert "x" not in [t["name"] for t in TokenStore(tokens_path()).list()]
+
+
+def test_an_expired_or_tampered_session_is_refused(ds):
+    for cookie in (admin_cookie(ds, expires_in=-1), admin_cookie(ds)[:-2] + "xx"):
+        for path in MANAGEMENT:
+            response = run(ds.client.get(path, cookies={"ds_actor": cookie}))
+            assert (
+                response.status_code == 302 and "/-/flowgate/login" in response.headers["location"]
+            )
+        token, cookies = form_token(ds, "/-/flowgate/login", {"ds_actor": cookie})
+        response = post(
+            ds, MANAGEMENT[1], {"action": "create", "name": "late", "csrftoken": token}, cookies
+        )
+        assert response.status_code == 403
+
+
+def tokens_path() -> Path:
+    return load_settings(None).security.vault_path.parent / "tokens.db"
+
+
+def test_sign_in_with_the_master_password(ds):
+    token, cookies = form_token(ds, "/-/flowgate/login", {})
+    wrong = post(ds, "/-/flowgate/login", {"password": "nope", "csrftoken": token}, cookies)
+    assert wrong.status_code == 401 and "not the master password" in wrong.text
+    assert "ds_actor" not in wrong.cookies
+
+    right = post(ds, "/-/flowgate/login", {"password": PASSWORD, "csrftoken": token}, cookies)
+    assert right.status_code == 302 and right.headers["location"] == "/-/flowgate/admin"
+    session = right.cookies["ds_actor"]
+    assert "httponly" in right.headers["set-cookie"].lower()
+    home = run(ds.client.get("/-/flowgate/admin", cookies={"ds_actor": session}))
+    assert home.status_code == 200 and "Audit log" in home.text
+    assert "sign in" in home.text
+    [entry] = AuditLog().recent()
+    assert (entry["action"], entry["detail"]) == ("sign in", "with the master password")
+
+
+def test_wrong_passwords_are_throttled(ds):
+    token, cookies = form_token(ds, "/-/flowgate/login", {})
+    statuses = [
+        post(
+            ds, "/-/flowgate/login", {"password": f"guess{i}", "csrftoken": token}, cookies
+        ).status_code
+        for i in range(6)
+    ]
+    assert statuses == [401] * 5 + [429]
+    # Even the right password waits now.
+    right = post(ds, "/-/flowgate/login", {"password": PASSWORD, "csrftoken": token}, cookies)
+    assert right.status_code == 429 and "try again in" in right.text
+
+
+def test_the_one_time_sign_in_link(ds):
+    link = admin.issue_signin_link("http://127.0.0.1:8001")
+    path = link.removeprefix("http://127.0.0.1:8001")
+    first = run(ds.client.get(path))
+    assert first.status_code == 302 and "ds_actor" in first.cookies
+    again = run(ds.client.get(path))
+    assert again.status_code == 403 and "not valid" in again.text
+    # A wrong token leaves the real link working; a stale one is refused.
+    link = admin.issue_signin_link("http://x")
+    assert run(ds.client.get("/-/flowgate/signin?token=guess")).status_code == 403
+    assert run(ds.client.get(link.removeprefix("http://x"))).status_code == 302
+    link = admin.issue_signin_link("http://x")
+    record = admin.signin_file()
+    record.write_text(record.read_text().replace('"expires": ', '"expires": -1 + 0 * '))
+    assert run(ds.client.get(link.removeprefix("http://x"))).status_code == 403
+
+
+def test_tokens_are_created_shown_once_listed_and_revoked(ds):
+    created = console_post(ds, MANAGEMENT[1], {"action": "create", "name": "ci-bot", "ttl": "30d"})
+    assert created.status_code == 200
+    [token] = TOKEN_RE.findall(created.text)
+    assert TokenStore(tokens_path()).check(token).ok
+
+    listing = run(ds.client.get(MANAGEMENT[1], cookies={"ds_actor": admin_cookie(ds)})).text
+    assert token not in listing and hash_token(token) not in listing
+    assert f"fgt_{token[4:12]}…" in listing and "ci-bot" in listing and "active" in listing
+
+    for bad, why in (
+        ({"name": "ci-bot"}, "already exists"),
+        ({"name": "x", "ttl": "soon"}, "invalid lifetime"),
+        ({"name": ""}, "name"),
+    ):
+        refused = console_post(ds, MANAGEMENT[1], {"action": "create", **bad})
+        assert refused.status_code == 400 and why in refused.text
+
+    revoked = console_post(ds, MANAGEMENT[1], {"action": "revoke", "name": "ci-bot"})
+    assert revoked.status_code == 200 and "Revoked ci-bot" in revoked.text
+    assert not TokenStore(tokens_path()).check(token).ok
+    assert [e["action"] for e in AuditLog().recent()] == [
+        "revoke caller token",
+        "create caller token",
+    ]
+    # The audit log names the token, never its value or hash.
+    raw = AuditLog().path.read_bytes()
+    assert token.encode() not in raw and hash_token(token).encode() not in raw
+
+
+def test_no_console_page_shows_a_key_or_a_token_hash(ds):
+    vault = Vault(load_settings(None).security.vault_path)
+    vault.unlock(PASSWORD)
+    vault.add("openai", "sk-proj-never-shown-0123456789")
+    token = TokenStore(tokens_path()).create("viewer")
+    cookies = {"ds_actor": admin_cookie(ds)}
+    for path in [*MANAGEMENT, "/-/flowgate/login", "/-/metadata.json", "/-/flowgate/health"]:
+        text = run(ds.client.get(path, cookies=cookies)).text
+        assert "sk-proj-never-shown" not in text and hash_token(token) not in text, path
+
+
+def test_a_running_flowgate_enforces_console_tokens_at_once(fake_provider, tmp_path):
+    config = write_config(tmp_path, fake_provider)
+    gate = start_flowgate(tmp_path, config)
+    try:
+        ds = make_console(tmp_path, home=tmp_path / "home")  # the gate's log and data folder
+        created = console_post(ds, MANAGEMENT[1], {"action": "create", "name": "app-1"})
+        [token] = TOKEN_RE.findall(created.text)
+
+        def ask(key: str) -> int:
+            response = httpx.post(
+                f"{gate.base_url}/chat/completions",
+                json={"model": "local-model", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": f"Bearer {key}"},
+            )
+            return response.status_code
+
+        assert ask("sk-anything") == 401  # the first token closed open mode
+        client = openai.OpenAI(base_url=gate.base_url, api_key=token, max_retries=0)
+        assert client.chat.completions.create(
+            model="local-model", messages=[{"role": "user", "content": "hi"}]
+        ).choices
+        [row] = gate.wait_rows("caller = ?", ("app-1",))
+        assert row["status"] == 200
+        listing = run(ds.client.get(MANAGEMENT[1], cookies={"ds_actor": admin_cookie(ds)})).text
+        assert f"<td>{row['ts']}</td>" in listing  # last used, read from the log
+
+        console_post(ds, MANAGEMENT[1], {"action": "revoke", "name": "app-1"})
+        assert ask(token) == 401
+    finally:
+        gate.stop_cleanly()
