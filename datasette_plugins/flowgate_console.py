@@ -4,11 +4,15 @@
 - /-/flowgate/signin?token=…: the one-time link `flowgate ui` / `flowgate start` print.
 - /-/flowgate/admin: the console's home — what an admin can manage, and the audit log.
 - /-/flowgate/admin/tokens: caller tokens — create (shown once), list, revoke.
+- /-/flowgate/admin/keys: provider keys in the vault — status and fingerprint per
+  provider, add or replace (with the master password), remove; sets the vault up
+  on first use.
 
 Every management route needs the admin actor (Datasette's signed `ds_actor` cookie,
 with an expiry); every form carries Datasette's CSRF token, which Datasette checks on
 every POST. Sign out with Datasette's own /-/logout. The work is done by the same
-code the CLI uses (security/tokens.py), and each action goes to the audit log.
+code the CLI uses (security/tokens.py, security/vault.py), and each action goes to the audit log.
+A running FlowGate uses a new or replaced key from its next request.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ async def page(datasette, request, title: str, body: str) -> Response:
     nav = (
         f'<p><a href="{datasette.urls.path(ADMIN)}">console</a> · '
         f'<a href="{datasette.urls.path(ADMIN + "/tokens")}">caller tokens</a> · '
+        f'<a href="{datasette.urls.path(ADMIN + "/keys")}">provider keys</a> · '
         f'<form class="fg-inline" method="post" action="{datasette.urls.path("/-/logout")}">'
         f'{csrf_field(request)}<button type="submit">Sign out</button></form></p>'
     )
@@ -290,6 +295,113 @@ async def tokens_page(datasette, request) -> Response:
     return response
 
 
+async def keys_page(datasette, request) -> Response:
+    if (refused := require_admin(datasette, request)) is not None:
+        return refused
+    settings = console_settings(datasette)
+    vault = Vault(settings["vault_path"])
+    providers = flowgate_settings(datasette).get("providers") or []
+    names = {p["name"] for p in providers}
+    flash, problem = "", ""
+    if request.method == "POST":
+        form = await request.post_vars()
+        action, provider = form.get("action"), (form.get("provider") or "").strip()
+        password = form.get("password") or ""
+        try:
+            if action == "init":
+                if vault.exists:
+                    raise VaultError("the vault is set up already")
+                if len(password) < 8 or password != form.get("confirm"):
+                    raise VaultError("the passwords differ, or are shorter than 8 characters")
+                await asyncio.to_thread(vault.init, password)
+                audit(datasette, request, "set up the vault")
+                flash = "The vault is set up. Add provider keys below."
+            elif provider not in names:
+                raise VaultError(f"unknown provider {provider!r}")
+            elif action == "add":
+                if not vault.exists:
+                    raise VaultError("set up the vault first")
+                await asyncio.to_thread(vault.unlock, password)
+                info = vault.add(provider, form.get("key") or "")
+                audit(datasette, request, "add provider key", provider, info.fingerprint)
+                flash = f"Stored the key for {provider} ({info.fingerprint})."
+            elif action == "remove":
+                if not (vault.exists and vault.remove(provider)):
+                    raise VaultError(f"the vault holds no key for {provider}")
+                audit(datasette, request, "remove provider key", provider)
+                flash = f"Removed the key for {provider}."
+            else:
+                raise VaultError("unknown action")
+        except WrongPassword:
+            problem = "That is not the master password; nothing was changed."
+        except VaultError as exc:
+            problem = f"Nothing was changed: {exc}."
+    held = {}
+    if vault.exists:
+        try:
+            held = {k.provider: k for k in vault.list()}
+        except VaultError as exc:
+            problem = problem or f"The vault cannot be read: {exc}."
+    body = [
+        f"<p class='fg-flash'>{esc(flash)}</p>" if flash else "",
+        f"<p class='fg-problem'>{esc(problem)}</p>" if problem else "",
+    ]
+    if not vault.exists:
+        body.append(
+            "<h2>Set up the vault</h2><p>Provider keys are kept encrypted under a master "
+            "password (scrypt and AES-256-GCM). It cannot be recovered: keep it safe.</p>"
+            f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+            'value="init"><label>Master password <input type="password" name="password" '
+            'autocomplete="new-password" required minlength="8"></label> <label>Again '
+            '<input type="password" name="confirm" autocomplete="new-password" required>'
+            '</label> <button type="submit">Set up</button></form>'
+        )
+    rows = []
+    for p in providers:
+        key = held.get(p["name"])
+        status = (
+            f"vault: {key.fingerprint}, added {key.created}"
+            if key
+            else "config (api_key)"
+            if p.get("config_key")
+            else "missing"
+        )
+        remove = (
+            f'<form class="fg-inline" method="post">{csrf_field(request)}'
+            '<input type="hidden" name="action" value="remove">'
+            f'<input type="hidden" name="provider" value="{esc(p["name"])}">'
+            "<button type='submit'>Remove</button></form>"
+            if key
+            else ""
+        )
+        rows.append(
+            f"<tr class='fg-key-{'set' if key or p.get('config_key') else 'missing'}'>"
+            f"<td>{esc(p['name'])}</td><td>{esc(p['kind'])}</td><td>{esc(p['host'])}</td>"
+            f"<td>{esc(status)}</td><td>{remove}</td></tr>"
+        )
+    options = "".join(f"<option>{esc(p['name'])}</option>" for p in providers)
+    body.append(
+        "<table class='fg-admin fg-keys'><tr><th>provider</th><th>kind</th><th>host</th>"
+        "<th>key</th><th></th></tr>" + "".join(rows) + "</table>"
+    )
+    if vault.exists:
+        body.append(
+            "<h2>Add or replace a key</h2><p>The key is encrypted at once; it is never shown "
+            "again, only its fingerprint. A key in the config (<code>api_key</code>) wins "
+            "over the vault's.</p>"
+            f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+            f'value="add"><label>Provider <select name="provider">{options}</select></label> '
+            '<label>API key <input type="password" name="key" autocomplete="off" required>'
+            '</label> <label>Master password <input type="password" name="password" '
+            'autocomplete="current-password" required></label> '
+            '<button type="submit">Store key</button></form>'
+        )
+    response = await page(datasette, request, "Provider keys", "\n".join(body))
+    if problem:
+        response.status = 400
+    return response
+
+
 async def _last_used(datasette, names: list[str]) -> dict[str, str]:
     """When each token last called, from the log (its caller column is indexed)."""
     if not names:
@@ -313,6 +425,7 @@ def register_routes():
         (rf"^{PREFIX}/signin$", signin_link),
         (rf"^{ADMIN}$", console_home),
         (rf"^{ADMIN}/tokens$", tokens_page),
+        (rf"^{ADMIN}/keys$", keys_page),
     ]
 
 

@@ -140,6 +140,7 @@ def _provider_summary(provider: Provider) -> dict[str, Any]:
         "host": host,
         "price_provider": provider.price_key,
         "models": list(provider.models),
+        "config_key": bool(provider.api_key),  # whether the config sets one, never which
     }
 
 

@@ -27,7 +27,8 @@ from flowgate_addon.store import open_db
 from flowgate_addon.ui_metadata import metadata
 
 PASSWORD = "correct horse battery staple"
-MANAGEMENT = ["/-/flowgate/admin", "/-/flowgate/admin/tokens"]
+MANAGEMENT = ["/-/flowgate/admin", "/-/flowgate/admin/tokens", "/-/flowgate/admin/keys"]
+KEYS = MANAGEMENT[2]
 TOKEN_RE = re.compile(r"fgt_[A-Za-z0-9_-]{20,}")
 
 
@@ -40,6 +41,7 @@ def make_console(folder: Path, home: Path | None = None) -> Datasette:
     meta = metadata(settings.database.path, settings)
     if home is not None:  # the data folder of a running FlowGate
         meta["plugins"]["flowgate"]["console"]["tokens_path"] = str(home / "tokens.db")
+        meta["plugins"]["flowgate"]["console"]["vault_path"] = str(home / "vault.json")
     return Datasette([str(settings.database.path)], plugins_dir=str(plugins_dir()), metadata=meta)
 
 
@@ -237,5 +239,94 @@ def test_a_running_flowgate_enforces_console_tokens_at_once(fake_provider, tmp_p
 
         console_post(ds, MANAGEMENT[1], {"action": "revoke", "name": "app-1"})
         assert ask(token) == 401
+    finally:
+        gate.stop_cleanly()
+
+
+def vault() -> Vault:
+    return Vault(load_settings(None).security.vault_path)
+
+
+def test_provider_keys_are_added_replaced_and_removed(ds):
+    page = run(ds.client.get(KEYS, cookies={"ds_actor": admin_cookie(ds)})).text
+    assert "<td>openai</td>" in page and "<td>anthropic</td>" in page and "missing" in page
+
+    wrong = console_post(
+        ds,
+        KEYS,
+        {"action": "add", "provider": "openai", "key": "sk-proj-first-0001", "password": "nope"},
+    )
+    assert wrong.status_code == 400 and "not the master password" in wrong.text
+    assert not vault().has_key("openai")
+
+    for secret in ("sk-proj-first-0001", "sk-proj-second-0002"):  # add, then replace
+        stored = console_post(
+            ds, KEYS, {"action": "add", "provider": "openai", "key": secret, "password": PASSWORD}
+        )
+        assert stored.status_code == 200 and "Stored the key for openai" in stored.text
+        assert secret not in stored.text
+        opened = vault()
+        opened.unlock(PASSWORD)
+        assert opened.get("openai") == secret
+        [info] = opened.list()
+        assert info.fingerprint in stored.text
+
+    for bad, why in (
+        ({"action": "add", "provider": "nobody", "key": "k", "password": PASSWORD}, "unknown"),
+        ({"action": "add", "provider": "openai", "key": "  ", "password": PASSWORD}, "empty"),
+        ({"action": "remove", "provider": "groq"}, "holds no key for groq"),
+    ):
+        refused = console_post(ds, KEYS, bad)
+        assert refused.status_code == 400 and why in refused.text
+
+    removed = console_post(ds, KEYS, {"action": "remove", "provider": "openai"})
+    assert removed.status_code == 200 and not vault().has_key("openai")
+    actions = [(e["action"], e["target"]) for e in AuditLog().recent()]
+    assert actions[:3] == [
+        ("remove provider key", "openai"),
+        ("add provider key", "openai"),
+        ("add provider key", "openai"),
+    ]
+    assert b"sk-proj-" not in AuditLog().path.read_bytes()
+
+
+def test_the_vault_is_set_up_from_the_console(tmp_path):
+    ds = make_console(tmp_path)
+    page = run(ds.client.get(KEYS, cookies={"ds_actor": admin_cookie(ds)})).text
+    assert "Set up the vault" in page and "Store key" not in page
+    short = console_post(ds, KEYS, {"action": "init", "password": "short", "confirm": "short"})
+    assert short.status_code == 400 and not vault().exists
+    done = console_post(ds, KEYS, {"action": "init", "password": PASSWORD, "confirm": PASSWORD})
+    assert done.status_code == 200 and "Store key" in done.text
+    vault().unlock(PASSWORD)  # the password the console was given
+    again = console_post(ds, KEYS, {"action": "init", "password": "x" * 9, "confirm": "x" * 9})
+    assert again.status_code == 400 and "set up already" in again.text
+
+
+def test_a_running_flowgate_uses_a_console_key_from_its_next_request(fake_provider, tmp_path):
+    home = tmp_path / "home"
+    Vault(home / "vault.json").init(PASSWORD)
+    gate = start_flowgate(
+        tmp_path, write_config(tmp_path, fake_provider), env={"FLOWGATE_MASTER_PASSWORD": PASSWORD}
+    )
+    try:
+        ds = make_console(tmp_path, home=home)
+        client = openai.OpenAI(base_url=gate.base_url, api_key="sk-client-own", max_retries=0)
+
+        def upstream_key() -> str:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "which key?"}]
+            )
+            return fake_provider.last("/v1/chat/completions").headers["authorization"]
+
+        assert upstream_key() == "Bearer sk-client-own"  # no key held: the client's own
+        console_post(
+            ds,
+            KEYS,
+            {"action": "add", "provider": "openai", "key": "sk-from-console", "password": PASSWORD},
+        )
+        assert upstream_key() == "Bearer sk-from-console"
+        console_post(ds, KEYS, {"action": "remove", "provider": "openai"})
+        assert upstream_key() == "Bearer sk-client-own"
     finally:
         gate.stop_cleanly()
