@@ -2,7 +2,7 @@
 
 - /-/flowgate/health: each FlowGate process writing this database — rows written,
   waiting in memory, lost, and the last error (flowgate_addon/health.py).
-- /-/flowgate/health.json: the same for scripts and the banner.
+- /-/flowgate/health.json: the same for scripts.
 - A banner on every page while a writer is failing or has lost rows.
 """
 
@@ -102,32 +102,43 @@ async def health_page(datasette, request) -> Response:
 
 BANNER = """
 (function () {
-  fetch(%(url)s).then(function (r) { return r.json(); }).then(function (h) {
-    if (h.level === "ok") return;
-    var bad = h.writers.filter(function (w) { return w.level !== "ok"; });
-    var bar = document.createElement("div");
-    bar.className = "fg-health-banner fg-health-" + h.level;
-    bar.setAttribute("role", "alert");
-    bar.style.cssText = "padding:.5em 1em;color:#fff;background:" +
-      (h.level === "error" ? "#b3261e" : "#a15c00");
-    var link = document.createElement("a");
-    link.href = %(page)s;
-    link.style.color = "#fff";
-    link.textContent = "Log health: FlowGate " + bad[0].summary +
-      (bad.length > 1 ? " (and " + (bad.length - 1) + " more)" : "");
-    bar.appendChild(link);
-    document.body.insertBefore(bar, document.body.firstChild);
-  }).catch(function () {});
+  var bar = document.createElement("div");
+  bar.className = "fg-health-banner fg-health-" + %(level)s;
+  bar.setAttribute("role", "alert");
+  bar.style.cssText = "padding:.5em 1em;color:#fff;background:" + %(color)s;
+  var link = document.createElement("a");
+  link.href = %(page)s;
+  link.style.color = "#fff";
+  link.textContent = %(text)s;
+  bar.appendChild(link);
+  document.body.insertBefore(bar, document.body.firstChild);
 })();
 """
 
 
+def _js(value: str) -> str:
+    """A JavaScript string literal that cannot end the <script> it sits in."""
+    return json.dumps(value).replace("<", "\\u003c")
+
+
 @hookimpl
 def extra_body_script(datasette):
-    return BANNER % {
-        "url": json.dumps(datasette.urls.path(f"{PREFIX}/health.json")),
-        "page": json.dumps(datasette.urls.path(f"{PREFIX}/health")),
-    }
+    """The banner, decided while the page is rendered (no request of its own)."""
+
+    async def banner() -> str:
+        level, found = writers(datasette)
+        bad = [w for w in found if w["level"] != "ok"]
+        if not bad:
+            return ""
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return BANNER % {
+            "level": _js(level),
+            "color": _js("#b3261e" if level == "error" else "#a15c00"),
+            "page": _js(datasette.urls.path(f"{PREFIX}/health")),
+            "text": _js(f"Log health: FlowGate {bad[0]['summary']}{more}"),
+        }
+
+    return banner
 
 
 @hookimpl

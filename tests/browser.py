@@ -6,9 +6,10 @@ Playwright cannot download its own browser builds here, so it drives Debian's
 root on a fresh Debian machine); where that is impossible the tests fail with a
 message saying what to install, they are never skipped.
 
-Use from a test module:
+The `browser` fixture is conftest's (one Chromium for the whole session, whichever
+modules use it). Use from a test module:
 
-    from browser import browser, chart_rendered, open_page, screenshot  # noqa: F401
+    from browser import chart_rendered, open_page, screenshot
 
     def test_page(browser, ...):
         page, errors = open_page(browser, url)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from browser import browser  # noqa: F401 (one Chromium per session, for every module)
 from fake_provider import FakeProvider
 
 FLOWGATE = str(Path(sys.executable).with_name("flowgate"))

@@ -113,8 +113,9 @@ def test_read_only_database_then_writable_again(fake_provider, tmp_path):
         assert writer["waiting"] == 21 and "readonly" in writer["summary"]
         html = dashboard(db_path, "/-/flowgate/health").text
         assert "attempt to write a readonly database" in html and "21 rows waiting" in html
-        # Every page carries the banner script that shows this.
-        assert "/-/flowgate/health.json" in dashboard(db_path, "/").text
+        # Every page carries the banner that says so.
+        home = dashboard(db_path, "/").text
+        assert "fg-health-banner" in home and "21 rows waiting in memory" in home
 
         # Fixed as an operator would (SQLite made its -wal and -shm files read-only too):
         # the same process then writes everything it kept.
@@ -126,6 +127,7 @@ def test_read_only_database_then_writable_again(fake_provider, tmp_path):
         wait_for(lambda: "log writes work again: 21 waiting rows written" in gate.output())
         wait_for(lambda: (s := status_of(gate)) and not s.failing and s.waiting == 0)
         assert dashboard(db_path, "/-/flowgate/health.json").json()["level"] == "ok"
+        assert "fg-health-banner" not in dashboard(db_path, "/").text
     finally:
         gate.stop_cleanly()
     assert status_of(gate) is None  # a clean stop with nothing lost leaves no report

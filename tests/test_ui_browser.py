@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import yaml
-from browser import browser, chart_rendered, screenshot, visit  # noqa: F401 (fixture)
+from browser import chart_rendered, screenshot, visit
 from conftest import FLOWGATE, free_port
 
 from flowgate_addon import health
@@ -158,7 +158,7 @@ def _wait_until_up(ui: RunningUI, timeout: float = 60.0) -> None:
     raise AssertionError(f"flowgate ui did not answer on {ui.url}:\n{ui.output()}")
 
 
-def test_index_page_lists_the_log_database(browser, ui):  # noqa: F811
+def test_index_page_lists_the_log_database(browser, ui):
     with visit(browser, f"{ui.url}/") as (page, errors):
         # The log database, and its requests table among the tables it lists.
         page.locator('h2 a[href="/flowgate"]').wait_for()
@@ -167,7 +167,7 @@ def test_index_page_lists_the_log_database(browser, ui):  # noqa: F811
         assert errors == []
 
 
-def test_requests_table_shows_the_rows(browser, ui):  # noqa: F811
+def test_requests_table_shows_the_rows(browser, ui):
     with visit(browser, f"{ui.url}/flowgate/requests") as (page, errors):
         rows = page.locator("table.rows-and-columns tbody tr")
         rows.first.wait_for()
@@ -186,7 +186,7 @@ def test_requests_table_shows_the_rows(browser, ui):  # noqa: F811
         assert errors == []
 
 
-def test_overview_dashboard_draws_its_charts(browser, ui):  # noqa: F811
+def test_overview_dashboard_draws_its_charts(browser, ui):
     with visit(browser, f"{ui.url}/-/dashboards/overview?period=7d") as (page, errors):
         for chart in ("cost-by-model", "tokens-by-provider", "tiers-over-time"):
             assert chart_rendered(page, f"#chart-{chart}")
@@ -198,7 +198,7 @@ def test_overview_dashboard_draws_its_charts(browser, ui):  # noqa: F811
         assert errors == []
 
 
-def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: F811
+def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):
     with visit(browser, f"{ui.url}/-/dashboards/breakdowns?period=7d") as (page, errors):
         page.locator("#chart-by-provider td", has_text="anthropic").wait_for()
         page.locator("#chart-most-expensive td", has_text="$2.5000").wait_for()
@@ -233,14 +233,14 @@ def test_breakdowns_dashboard_lists_where_the_money_goes(browser, ui):  # noqa: 
         ("/-/flowgate/models", "flowgate catalog sync openai", "ui-model-catalog"),
     ],
 )
-def test_flowgate_pages_render_cleanly(browser, ui, path, shows, name):  # noqa: F811
+def test_flowgate_pages_render_cleanly(browser, ui, path, shows, name):
     with visit(browser, f"{ui.url}{path}") as (page, errors):
         page.get_by_text(shows).first.wait_for()
         screenshot(page, name)
         assert errors == []
 
 
-def test_log_loss_shows_a_banner_on_every_page(browser, ui):  # noqa: F811
+def test_log_loss_shows_a_banner_on_every_page(browser, ui):
     """A FlowGate that lost rows (its status file, as the writer leaves it) is announced
     on every page, and the banner leads to the log-health page."""
     report = health.StatusFile(ui.db_path)
@@ -274,7 +274,7 @@ def test_log_loss_shows_a_banner_on_every_page(browser, ui):  # noqa: F811
         assert errors == []
 
 
-def test_helpers_see_page_errors_and_charts(browser):  # noqa: F811
+def test_helpers_see_page_errors_and_charts(browser):
     """The helpers themselves: what open_page reports, and what chart_rendered accepts."""
     html = """<!doctype html><title>t</title>
     <div id="svg-chart"><svg width="100" height="50"><rect width="40" height="20"/></svg></div>
