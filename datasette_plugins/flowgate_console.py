@@ -4,6 +4,9 @@
 - /-/flowgate/signin?token=…: the one-time link `flowgate ui` / `flowgate start` print.
 - /-/flowgate/admin: the console's home — what an admin can manage, and the audit log.
 - /-/flowgate/admin/tokens: caller tokens — create (shown once), list, revoke.
+- /-/flowgate/admin/router: the smart router — strategy, tier -> model, thresholds,
+  routed models — saved for every FlowGate process (console_settings.py) and taken up
+  by a running proxy within a second; and "try a prompt".
 - /-/flowgate/admin/keys: provider keys in the vault — status and fingerprint per
   provider, add or replace (with the master password), remove; sets the vault up
   on first use.
@@ -35,6 +38,10 @@ from datasette_plugins.flowgate_pages import (
     render_page,
 )
 from flowgate_addon.cli_tokens import parse_ttl
+from flowgate_addon.config import TIERS, ConfigError, load_settings
+from flowgate_addon.console_settings import save_section
+from flowgate_addon.providers import is_pattern
+from flowgate_addon.routing.router import scorer_for
 from flowgate_addon.security import admin
 from flowgate_addon.security.audit import AuditLog
 from flowgate_addon.security.tokens import TokenStore
@@ -64,6 +71,7 @@ def console_settings(datasette) -> dict[str, Any]:
         "audit_path": Path(found.get("audit_path") or default_audit_path()),
         "signin_path": Path(found.get("signin_path") or admin.signin_file()),
         "session_hours": float(found.get("session_hours") or 8.0),
+        "config_path": found.get("config_path"),
     }
 
 
@@ -110,6 +118,7 @@ async def page(datasette, request, title: str, body: str) -> Response:
         f'<p><a href="{datasette.urls.path(ADMIN)}">console</a> · '
         f'<a href="{datasette.urls.path(ADMIN + "/tokens")}">caller tokens</a> · '
         f'<a href="{datasette.urls.path(ADMIN + "/keys")}">provider keys</a> · '
+        f'<a href="{datasette.urls.path(ADMIN + "/router")}">router</a> · '
         f'<form class="fg-inline" method="post" action="{datasette.urls.path("/-/logout")}">'
         f'{csrf_field(request)}<button type="submit">Sign out</button></form></p>'
     )
@@ -402,6 +411,168 @@ async def keys_page(datasette, request) -> Response:
     return response
 
 
+async def router_settings_page(datasette, request) -> Response:
+    if (refused := require_admin(datasette, request)) is not None:
+        return refused
+    config = console_settings(datasette)["config_path"]
+    flash, problem, tried = "", "", ""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        problem = f"<p class='fg-problem'>The settings cannot be read: {esc(exc)}</p>"
+        return await page(datasette, request, "Smart router", problem)
+    form: dict[str, str] = {}
+    if request.method == "POST":
+        form = dict(await request.post_vars())
+        if form.get("action") == "try":
+            tried = _try_prompt(settings, form.get("prompt") or "")
+        else:
+            try:
+                section = _router_section(settings, form)
+                target = None if config is None else Path(config)
+                settings = await asyncio.to_thread(save_section, "smart_router", section, target)
+            except (ConfigError, ValueError) as exc:
+                problem = f"Not saved; FlowGate keeps its current settings. {exc}"
+            else:
+                audit(datasette, request, "change router settings", detail=_summary(section))
+                flash = "Saved. Running FlowGates take it up within a second."
+                form = {}
+    router = settings.smart_router
+    thresholds = scorer_for(router).thresholds
+    models = await _model_choices(datasette, settings)
+    values = {
+        "enabled": "on" if router.enabled else "",
+        "strategy": router.strategy,
+        "route_models": ", ".join(router.route_models),
+        **{f"tier_{t}": router.tiers.get(t, "") for t in TIERS},
+        **{f"threshold_{t}": f"{thresholds.get(t, '')}" for t in THRESHOLDS},
+    }
+    values.update({k: v for k, v in form.items() if k in values or k.startswith("tier_")})
+    if form and "enabled" not in form and form.get("action") == "save":
+        values["enabled"] = ""
+    strategies = "".join(
+        f"<option{' selected' if values['strategy'] == s else ''}>{s}</option>"
+        for s in ("off", "complexity", "classifier")
+    )
+    tiers = "".join(
+        f"<tr><th><label for='tier_{t}'>{t}</label></th><td><input id='tier_{t}' "
+        f"name='tier_{t}' list='fg-models' value='{esc(values[f'tier_{t}'])}' size='40'></td>"
+        + (
+            f"<td><label>starts at score <input name='threshold_{t}' type='number' step='0.01' "
+            f"min='0' max='1' value='{esc(values[f'threshold_{t}'])}'></label></td>"
+            if t in THRESHOLDS
+            else "<td></td>"
+        )
+        + "</tr>"
+        for t in TIERS
+    )
+    datalist = "".join(f"<option value='{esc(m)}'>" for m in models)
+    body = [
+        f"<p class='fg-flash'>{esc(flash)}</p>" if flash else "",
+        f"<p class='fg-problem'>{esc(problem)}</p>" if problem else "",
+        f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+        'value="save">'
+        f"<p><label><input type='checkbox' name='enabled' {'checked' if values['enabled'] else ''}>"
+        " Smart routing on</label> <label>Strategy <select name='strategy'>"
+        f"{strategies}</select></label></p>"
+        "<table class='fg-admin fg-tiers'><tr><th>tier</th><th>model</th>"
+        f"<th>complexity threshold</th></tr>{tiers}</table><datalist id='fg-models'>"
+        f"{datalist}</datalist>"
+        "<p><label>Also route requests for these models <input name='route_models' size='50' "
+        f"value='{esc(values['route_models'])}' placeholder='e.g. gpt-4o, gpt-4.1'></label> "
+        "(requests for <code>auto</code> always are)</p>"
+        "<p><button type='submit'>Save router settings</button></p></form>",
+        "<h2>Try a prompt</h2><p>What the saved settings decide for it (the complexity "
+        "scorer; nothing is sent anywhere).</p>"
+        f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+        "value='try'><textarea name='prompt' rows='4' cols='80' required>"
+        f"{esc(form.get('prompt', ''))}</textarea><p><button type='submit'>Route it</button>"
+        f"</p></form>{tried}",
+    ]
+    response = await page(datasette, request, "Smart router", "\n".join(body))
+    if problem:
+        response.status = 400
+    return response
+
+
+THRESHOLDS = ("MEDIUM", "COMPLEX", "REASONING")
+
+
+def _router_section(settings, form: dict[str, str]) -> dict[str, Any]:
+    """The whole smart_router section, as the form changes it (the rest kept as it was)."""
+    section = settings.smart_router.model_dump(mode="json", exclude_none=True)
+    section["enabled"] = "enabled" in form
+    section["strategy"] = form.get("strategy") or "off"
+    section["tiers"] = {
+        t: form[f"tier_{t}"].strip() for t in TIERS if (form.get(f"tier_{t}") or "").strip()
+    }
+    section["route_models"] = [
+        m.strip() for m in (form.get("route_models") or "").split(",") if m.strip()
+    ]
+    thresholds = {}
+    for t in THRESHOLDS:
+        text = (form.get(f"threshold_{t}") or "").strip()
+        if text:
+            try:
+                thresholds[t] = float(text)
+            except ValueError:
+                raise ValueError(f"the {t} threshold must be a number, not {text!r}") from None
+    section.setdefault("complexity", {})["thresholds"] = thresholds
+    return section
+
+
+def _summary(section: dict[str, Any]) -> str:
+    state = "on" if section["enabled"] else "off"
+    tiers = ", ".join(f"{t}={m}" for t, m in section["tiers"].items())
+    return f"{state}, {section['strategy']}; {tiers}"
+
+
+def _try_prompt(settings, prompt: str) -> str:
+    from flowgate_addon.cli_route import explain
+
+    body = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
+    scorer = scorer_for(settings.smart_router)
+    decision = scorer.decide(body)
+    model = settings.smart_router.tiers.get(decision.tier) if settings.smart_router.active else None
+    bars = "".join(
+        f"<tr><td>{esc(name)}</td><td>{value:.2f}</td><td><span class='fg-bar' "
+        f"style='width:{value * 200:.0f}px'></span></td></tr>"
+        for name, value in decision.dimensions.items()
+    )
+    target = (
+        f"sent to <strong>{esc(model)}</strong>"
+        if model
+        else "routing is off: the request keeps its model"
+    )
+    why = explain(decision, scorer.weights, scorer.thresholds)
+    return (
+        f"<div class='fg-decision'><p>Tier <strong>{esc(decision.tier)}</strong>, score "
+        f"{decision.score:.3f}: {target}.</p><p>{esc(why)}</p>"
+        f"<table class='fg-admin'>{bars}</table></div>"
+    )
+
+
+async def _model_choices(datasette, settings) -> list[str]:
+    """Models to pick a tier's from: the config's, the synced catalog's, the price map's."""
+    from datasette_plugins.flowgate_catalog import _price_map_models
+
+    found: dict[str, None] = {}
+    for provider in flowgate_settings(datasette).get("providers") or []:
+        for model in provider.get("models") or []:
+            if not is_pattern(model):
+                found[model] = None
+    db, _ = log_db(datasette)
+    try:
+        rows = (await db.execute("SELECT model FROM models ORDER BY model")).rows
+    except Exception:
+        rows = []
+    found.update((row[0], None) for row in rows)
+    for provider in flowgate_settings(datasette).get("providers") or []:
+        for row in _price_map_models(provider["price_provider"], "{}"):
+            found[row.model] = None
+    return list(found)
+
+
 async def _last_used(datasette, names: list[str]) -> dict[str, str]:
     """When each token last called, from the log (its caller column is indexed)."""
     if not names:
@@ -426,6 +597,7 @@ def register_routes():
         (rf"^{ADMIN}$", console_home),
         (rf"^{ADMIN}/tokens$", tokens_page),
         (rf"^{ADMIN}/keys$", keys_page),
+        (rf"^{ADMIN}/router$", router_settings_page),
     ]
 
 

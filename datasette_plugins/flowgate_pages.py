@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from datasette import hookimpl
 from datasette.utils.asgi import NotFound, Response
 
 from datasette_plugins.flowgate_cells import dollars
+from flowgate_addon.config import ConfigError, console_file, load_settings
+from flowgate_addon.ui_metadata import page_settings
 
 PREFIX = "/-/flowgate"
 ROLE_LINE = re.compile(r"^(system|developer|user|assistant|tool|function)(?: \(([^)]*)\))?: ", re.M)
@@ -47,7 +50,38 @@ table.fg-models tr.fg-routed { background: #eef5fd; }
 
 
 def flowgate_settings(datasette) -> dict[str, Any]:
-    return datasette.plugin_config("flowgate") or {}
+    """FlowGate's settings as the pages show them: live, so console changes show at once.
+
+    `flowgate ui` writes them into Datasette's metadata at start; with the config's
+    path there too, they are re-read whenever the config or the console's settings
+    file changes.
+    """
+    static = datasette.plugin_config("flowgate") or {}
+    console = static.get("console")
+    if not console or "config_path" not in console:
+        return static
+    config = console["config_path"]
+    stamps = tuple(_stamp(Path(p)) for p in (config, console_file()) if p)
+    key = (static.get("database"), config, stamps)
+    if _LIVE.get("key") != key:
+        try:
+            settings = load_settings(config)
+        except ConfigError:
+            return static  # the proxy keeps its settings too; the console says why
+        _LIVE.update(key=key, value=page_settings(Path(static["database"]), settings))
+        _LIVE["value"]["database"] = static.get("database")
+    return {**static, **_LIVE["value"], "console": console}
+
+
+_LIVE: dict[str, Any] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def log_db(datasette):

@@ -11,6 +11,8 @@ answered with FlowGate's error rather than mitmproxy's page (upstream_faults.py)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -22,7 +24,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
 
 from flowgate_addon.bridge import Bridge
 from flowgate_addon.catalog import Catalog
-from flowgate_addon.config import ConfigError, Settings, load_settings
+from flowgate_addon.config import ConfigError, Settings, console_file, load_settings
 from flowgate_addon.errors import error_response
 from flowgate_addon.gateway import Gateway
 from flowgate_addon.loop_errors import quiet_cancelled_connections
@@ -36,6 +38,7 @@ from flowgate_addon.security.credentials import Credentials, unlock_vault
 from flowgate_addon.security.redact import Redactor
 from flowgate_addon.security.tokens import Caller, TokenStore, default_tokens_path
 from flowgate_addon.security.vault import Vault
+from flowgate_addon.settings_watch import SettingsWatch
 from flowgate_addon.store import LogWriter
 from flowgate_addon.streaming import StreamTap
 from flowgate_addon.upstream_faults import SilenceWatch, answer_instead, install_error_answers
@@ -53,6 +56,8 @@ class FlowGate:
         self.writer: LogWriter | None = None
         self.access: Access | None = None
         self.silence = SilenceWatch(0)
+        self.console = SettingsWatch(console_file())
+        self._reloading: asyncio.Task[None] | None = None
         self._allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     def load(self, loader) -> None:
@@ -96,7 +101,7 @@ class FlowGate:
             ) from None
         if self.writer is not None:
             self.writer.stop()
-        self.settings, self.writer = settings, writer
+        self.writer = writer
         self.silence.close()
         self.silence = SilenceWatch(settings.server.upstream_timeout_s)
         listen_hosts = [
@@ -105,29 +110,66 @@ class FlowGate:
         access = Access(TokenStore(default_tokens_path()), not all(map(is_loopback, listen_hosts)))
         if problem := access.open_mode_problem(listen_hosts):
             raise exceptions.OptionsError(problem)
+        self.access = access
         vault = Vault(settings.security.vault_path)
         locked = unlock_vault(vault, settings.security.master_key_path)
         credentials = Credentials(
             vault, settings.security.allow_client_keys, locked, redactor.add_secret
         )
-        resolver = ModelResolver(registry, prices, Catalog(settings.database.path))
         try:
-            classifier = make_classifier(settings.smart_router, registry, credentials.key_for)
-            router = Router(settings.smart_router, resolver, classifier)
+            self._use(settings, self._build(settings, credentials))
         except ValueError as exc:
             raise exceptions.OptionsError(f"invalid config: {exc}") from None
-        if self.gateway is not None:
-            self.gateway.close()
+        self.console = SettingsWatch(console_file())
+        log.info("FlowGate logging to %s", settings.database.path)
+
+    @staticmethod
+    def _build(settings: Settings, credentials: Credentials) -> Gateway:
+        """The request side from settings: providers, resolver, router, gateway.
+
+        ValueError names a setting that cannot work (a tier's model nobody serves).
+        """
+        registry = ProviderRegistry.from_config(settings.providers)
+        catalog = Catalog(settings.database.path)
+        resolver = ModelResolver(registry, PriceBook(settings.pricing), catalog)
+        classifier = make_classifier(settings.smart_router, registry, credentials.key_for)
+        router = Router(settings.smart_router, resolver, classifier)
         bridge = None
         if any(p.openai_compatible is None for p in registry.providers.values()):
             ca_file = settings.security.upstream_ca_file
             bridge = Bridge(registry.providers, str(ca_file) if ca_file else None)
-        self.gateway = Gateway(settings, registry, resolver, router, credentials, bridge)
-        self.access = access
+        return Gateway(settings, registry, resolver, router, credentials, bridge)
+
+    def _reload(self) -> None:
+        """Apply settings the console saved, built off the event loop; bad ones change nothing."""
+        if self._reloading is not None:
+            return  # the build under way reads the newest file when it starts
+        credentials = self.gateway.credentials  # the vault stays unlocked as it was
+
+        async def reload() -> None:
+            try:
+                settings = await asyncio.to_thread(
+                    load_settings, ctx.options.flowgate_config or None
+                )
+                gateway = await asyncio.to_thread(self._build, settings, credentials)
+            except (ConfigError, ValueError) as exc:
+                log.error("FlowGate kept its settings; the console's new ones cannot work: %s", exc)
+            else:
+                self._use(settings, gateway)
+                log.info("FlowGate applied the settings saved from the console")
+            finally:
+                self._reloading = None
+
+        with contextlib.suppress(RuntimeError):  # no event loop: unit tests drive hooks
+            self._reloading = asyncio.get_running_loop().create_task(reload())
+
+    def _use(self, settings: Settings, gateway: Gateway) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
+        self.settings, self.gateway = settings, gateway
         self._allowlist = [
             ipaddress.ip_network(n, strict=False) for n in settings.security.ip_allowlist
         ]
-        log.info("FlowGate logging to %s", settings.database.path)
 
     def client_connected(self, client: connection.Client) -> None:
         """Forward proxy: refuse clients outside the allowlist before they can tunnel anywhere."""
@@ -141,6 +183,8 @@ class FlowGate:
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.response or self.gateway is None:
             return
+        if self.console.changed():
+            self._reload()
         if self._allowlist and not self._allowed(flow.client_conn.peername):
             flow.response = error_response(
                 403,

@@ -179,23 +179,76 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Load and validate settings; with no file, every default applies."""
-    file = config_path(path)
-    if file is None:
-        return Settings()
+def console_file() -> Path:
+    """Settings changed from the operator console, merged over the config file."""
+    return data_dir() / "console-settings.yaml"
+
+
+# The sections the console may change: the router wholesale, providers one by one.
+CONSOLE_SECTIONS = ("smart_router", "providers")
+
+
+def read_console_settings(path: Path | None = None) -> dict[str, Any]:
+    """The console's saved sections ({} when there are none)."""
+    file = path or console_file()
     try:
         text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
-    data, lines = _parse_yaml(text, file)
+        raise ConfigError(f"cannot read console settings {file}: {exc.strerror}") from None
+    data, _ = _parse_yaml(text, file)
+    unknown = set(data) - set(CONSOLE_SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"{file}: only {', '.join(CONSOLE_SECTIONS)} may be set here, "
+            f"not {', '.join(sorted(unknown))}"
+        )
+    return data
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, console: dict[str, Any] | None = None
+) -> Settings:
+    """Load and validate settings; with no file, every default applies.
+
+    The console's saved sections (`console`, else the console settings file) are
+    merged over the file's: `smart_router` replaces the file's, `providers` adds to
+    and replaces the file's one by one.
+    """
+    file = config_path(path)
+    console = read_console_settings() if console is None else console
+    if file is None:
+        data: Any = {}
+        lines: dict[tuple[str, ...], int] = {}
+        source = console_file()
+    else:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+        data, lines = _parse_yaml(text, file)
+        source = file
+    where = str(source)
+    if console:
+        data = {**data}
+        if "smart_router" in console:
+            data["smart_router"] = console["smart_router"]
+        if "providers" in console:
+            data["providers"] = {**(data.get("providers") or {}), **console["providers"]}
+        # Keys the console set have no line in the file.
+        lines = {k: v for k, v in lines.items() if not (k and k[0] in console)}
+        if file is not None:
+            where = f"{file} (with the console's settings from {console_file()})"
+    base = file.resolve().parent if file is not None else Path.cwd()
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file, lines)) from None
+        raise ConfigError(_describe(exc, where, lines)) from None
+    _check_semantics(settings, where, base, lines)
+    if file is None:
+        return settings
     settings.source = file.resolve()
-    _check_semantics(settings, file, lines)
-    base = file.resolve().parent
     settings.database.path = base / settings.database.path.expanduser()
     security = settings.security
     security.vault_path = base / security.vault_path.expanduser()
@@ -276,7 +329,7 @@ def _interpolate(value: str, path: tuple[str, ...], line: int, file: Path) -> An
     return result
 
 
-def _describe(exc: ValidationError, file: Path, lines: dict[tuple[str, ...], int]) -> str:
+def _describe(exc: ValidationError, where: str, lines: dict[tuple[str, ...], int]) -> str:
     messages = []
     for error in exc.errors():
         loc = tuple(str(p) for p in error["loc"])
@@ -291,20 +344,29 @@ def _describe(exc: ValidationError, file: Path, lines: dict[tuple[str, ...], int
             text = error["msg"]
             if "input" in error and not isinstance(error["input"], dict | list):
                 text += f" (got {error['input']!r})"
-        messages.append(f"{file} line {line}: {key}: {text}")
+        messages.append(f"{_at(where, line)}: {key}: {text}")
     return "invalid config:\n  " + "\n  ".join(messages)
 
 
-def _line_for(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int:
+def _line_for(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> int | None:
+    """The line a key was written on; None for keys that came from elsewhere (the console)."""
+    if not lines:
+        return None
     for end in range(len(loc), -1, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]
     return 1
 
 
-def _check_semantics(settings: Settings, file: Path, lines: dict[tuple[str, ...], int]) -> None:
+def _at(where: str, line: int | None) -> str:
+    return f"{where} line {line}" if line is not None else where
+
+
+def _check_semantics(
+    settings: Settings, where: str, base: Path, lines: dict[tuple[str, ...], int]
+) -> None:
     def fail(loc: tuple[str, ...], message: str) -> None:
-        raise ConfigError(f"{file} line {_line_for(loc, lines)}: {'.'.join(loc)}: {message}")
+        raise ConfigError(f"{_at(where, _line_for(loc, lines))}: {'.'.join(loc)}: {message}")
 
     router = settings.smart_router
     if router.active:
@@ -327,7 +389,7 @@ def _check_semantics(settings: Settings, file: Path, lines: dict[tuple[str, ...]
 
         options = router.classifier
         if options.checkpoint is not None:
-            options.checkpoint = (file.resolve().parent / options.checkpoint.expanduser()).resolve()
+            options.checkpoint = (base / options.checkpoint.expanduser()).resolve()
         try:
             options.thresholds = classifier.validate(
                 options.router, options.checkpoint, options.thresholds

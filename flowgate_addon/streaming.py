@@ -67,6 +67,8 @@ def _strip_usage(events: bytes) -> bytes:
         event, separator = parts[i], parts[i + 1]
         if b'"usage"' in event:
             if _is_usage_only(event):
+                # Blank lines before it belong to no event (each ends an empty one): keep them.
+                out.append(event[: len(event) - len(event.lstrip(b"\r\n"))])
                 continue
             event = _NULL_USAGE.sub(b"", event)
         out.append(event + separator)

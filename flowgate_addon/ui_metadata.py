@@ -120,6 +120,7 @@ def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
             model: price.model_dump(exclude_none=True) for model, price in settings.pricing.items()
         },
         "console": {
+            "config_path": str(settings.source) if settings.source else None,
             "vault_path": str(settings.security.vault_path),
             "tokens_path": str(default_tokens_path()),
             "audit_path": str(default_audit_path()),

@@ -5,6 +5,8 @@ the console and enforced by a running FlowGate at once."""
 from __future__ import annotations
 
 import asyncio
+import html
+import os
 import re
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from datasette.utils import baseconv
 
 from datasette_plugins import flowgate_console
 from flowgate_addon.cli import plugins_dir
-from flowgate_addon.config import load_settings
+from flowgate_addon.config import console_file, load_settings
 from flowgate_addon.security import admin
 from flowgate_addon.security.audit import AuditLog
 from flowgate_addon.security.tokens import TokenStore, hash_token
@@ -27,15 +29,23 @@ from flowgate_addon.store import open_db
 from flowgate_addon.ui_metadata import metadata
 
 PASSWORD = "correct horse battery staple"
-MANAGEMENT = ["/-/flowgate/admin", "/-/flowgate/admin/tokens", "/-/flowgate/admin/keys"]
-KEYS = MANAGEMENT[2]
+MANAGEMENT = [
+    "/-/flowgate/admin",
+    "/-/flowgate/admin/tokens",
+    "/-/flowgate/admin/keys",
+    "/-/flowgate/admin/router",
+]
+KEYS, ROUTER = MANAGEMENT[2], MANAGEMENT[3]
+TIERS = {"SIMPLE": "gpt-4o-mini", "MEDIUM": "gpt-4o", "COMPLEX": "claude-sonnet-4-5",
+         "REASONING": "o3"}  # fmt: skip
 TOKEN_RE = re.compile(r"fgt_[A-Za-z0-9_-]{20,}")
 
 
-def make_console(folder: Path, home: Path | None = None) -> Datasette:
-    """A Datasette as `flowgate ui` configures it, over the log in `folder`."""
-    config = folder / "console.yaml"
-    config.write_text("database: {path: flowgate.db}\n")
+def make_console(folder: Path, home: Path | None = None, config: Path | None = None) -> Datasette:
+    """A Datasette as `flowgate ui` configures it, over the log in `folder` (or `config`'s)."""
+    if config is None:
+        config = folder / "console.yaml"
+        config.write_text("database: {path: flowgate.db}\n")
     settings = load_settings(config)
     open_db(settings.database.path).conn.close()
     meta = metadata(settings.database.path, settings)
@@ -328,5 +338,100 @@ def test_a_running_flowgate_uses_a_console_key_from_its_next_request(fake_provid
         assert upstream_key() == "Bearer sk-from-console"
         console_post(ds, KEYS, {"action": "remove", "provider": "openai"})
         assert upstream_key() == "Bearer sk-client-own"
+    finally:
+        gate.stop_cleanly()
+
+
+def plain(page: str) -> str:
+    """A page's text as a reader sees it (tags gone, entities decoded)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def router_form(tiers: dict[str, str], **extra: str) -> dict[str, str]:
+    form = {"action": "save", "enabled": "on", "strategy": "complexity", **extra}
+    form.update({f"tier_{tier}": model for tier, model in tiers.items()})
+    return form
+
+
+def test_router_settings_are_checked_then_saved_for_every_process(ds):
+    page = run(ds.client.get(ROUTER, cookies={"ds_actor": admin_cookie(ds)})).text
+    assert "Save router settings" in page and "<option value='gpt-4o-mini'>" in page
+
+    saved = console_post(ds, ROUTER, router_form(TIERS, route_models="gpt-4.1, gpt-4o",
+                                                  threshold_MEDIUM="0.25"))  # fmt: skip
+    assert saved.status_code == 200 and "Saved" in saved.text
+    router = load_settings(None).smart_router  # what every FlowGate process now loads
+    assert router.active and router.strategy == "complexity" and dict(router.tiers) == TIERS
+    assert router.route_models == ["gpt-4.1", "gpt-4o"]
+    assert router.complexity.thresholds["MEDIUM"] == 0.25
+    before = console_file().read_text()
+
+    for form, why in (
+        (router_form({**TIERS, "SIMPLE": "no-such-model-xyz"}), "no-such-model-xyz"),
+        (router_form({"SIMPLE": "gpt-4o-mini"}), "needs a model for every tier"),
+        (router_form(TIERS, threshold_COMPLEX="lots"), "must be a number"),
+        (router_form(TIERS, strategy="psychic"), "strategy"),
+    ):
+        refused = console_post(ds, ROUTER, form)
+        assert refused.status_code == 400 and "Not saved" in refused.text
+        assert why in html.unescape(refused.text), why
+        assert console_file().read_text() == before  # the old settings keep working
+
+    off = console_post(ds, ROUTER, {"action": "save", "strategy": "complexity",
+                                    **{f"tier_{t}": m for t, m in TIERS.items()}})  # fmt: skip
+    assert off.status_code == 200 and not load_settings(None).smart_router.enabled
+    [entry, *_] = AuditLog().recent()
+    assert entry["action"] == "change router settings" and entry["detail"].startswith("off")
+
+
+def test_try_a_prompt_shows_the_decision_and_why(ds):
+    console_post(ds, ROUTER, router_form(TIERS))
+    prompt = "Prove that there are infinitely many primes"
+    tried = console_post(ds, ROUTER, {"action": "try", "prompt": prompt})
+    assert tried.status_code == 200
+    text = plain(tried.text)
+    assert "Tier REASONING" in text and "sent to o3" in text and "reasoning" in text
+    simple = plain(console_post(ds, ROUTER, {"action": "try", "prompt": "hi"}).text)
+    assert "Tier SIMPLE" in simple and "sent to gpt-4o-mini" in simple
+    assert "below every threshold" in simple
+
+
+def test_a_running_flowgate_follows_a_new_tier_mapping_without_a_restart(
+    fake_provider, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FAKE_LOCAL_KEY", "sk-local-secret")  # the config reads it, as FlowGate
+    router = {"enabled": True, "strategy": "complexity", "tiers": {t: "gpt-4o-mini" for t in TIERS}}
+    openai_key = {"base_url": f"{fake_provider.base_url}/v1", "api_key": "sk-openai-cfg"}
+    config = write_config(
+        tmp_path, fake_provider, {"smart_router": router, "providers": {"openai": openai_key}}
+    )
+    # One data folder for FlowGate and its console, as `flowgate start` has.
+    gate = start_flowgate(tmp_path, config, env={"FLOWGATE_HOME": os.environ["FLOWGATE_HOME"]})
+    try:
+        ds = make_console(tmp_path, config=config)
+
+        def routed_to() -> str:
+            response = httpx.post(
+                f"{gate.base_url}/chat/completions",
+                json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"authorization": "Bearer sk-client-key"},
+            )
+            assert response.status_code == 200, response.text
+            return response.headers["x-flowgate-route"].split("model=")[1].split(";")[0]
+
+        assert routed_to() == "gpt-4o-mini"
+        saved = console_post(ds, ROUTER, router_form({**TIERS, "SIMPLE": "local-model"}))
+        assert saved.status_code == 200, saved.text
+        deadline = time.monotonic() + 10
+        while (model := routed_to()) != "local-model":
+            assert time.monotonic() < deadline, gate.output()
+            time.sleep(0.2)
+        assert "applied the settings saved from the console" in gate.output()
+
+        # A change that cannot work is refused, and routing goes on as it was.
+        refused = console_post(ds, ROUTER, router_form({**TIERS, "SIMPLE": "no-such-model"}))
+        assert refused.status_code == 400
+        time.sleep(1.5)
+        assert routed_to() == model
     finally:
         gate.stop_cleanly()

@@ -600,6 +600,15 @@ def openai_usage_stream(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 @FUZZ
 @given(openai_usage_stream().flatmap(lambda s: st.tuples(st.just(s), chunked(s[0]))))
+@example(  # a stray blank line before the usage chunk stays, as the client would see it
+    (
+        (
+            b'id: 1\n\n\ndata: {"choices":[],"usage":true}\n\ndata: [DONE]\n\n',
+            b"id: 1\n\n\ndata: [DONE]\n\n",
+        ),
+        [b'id: 1\n\n\ndata: {"choices":[],"usage":true}\n\ndata: [DONE]\n\n'],
+    )
+)
 def test_stripper_gives_exactly_the_stream_asked_for(case):
     (_upstream, asked), chunks = case
     assert b"".join(run_tap(chunks)) == asked

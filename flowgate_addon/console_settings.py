@@ -1,0 +1,45 @@
+"""Settings saved from the operator console: checked as the proxy will use them, then kept.
+
+They live in `console-settings.yaml` in the data folder (config.console_file), merged
+over the config file by `load_settings` in every FlowGate process; a running proxy
+notices the file within a second and switches over without a restart
+(settings_watch.py). A change that could not work is refused here, so the file only
+ever holds settings that load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowgate_addon.cli_route import build_router
+from flowgate_addon.config import Settings, console_file, load_settings, read_console_settings
+from flowgate_addon.security.vault import write_private
+
+
+def save_section(section: str, value: Any, config: Path | None) -> Settings:
+    """Save the router section, or providers to add or replace; the settings as they now are.
+
+    Raises ConfigError (a value that does not validate) or ValueError (a tier's model
+    that no provider serves) with a message naming the key; nothing is saved then.
+    """
+    saved = read_console_settings()
+    if section == "smart_router":
+        saved["smart_router"] = value
+    elif section == "providers":
+        saved["providers"] = {**saved.get("providers", {}), **value}
+    else:
+        raise ValueError(f"the console does not change {section}")
+    settings = load_settings(config, console=saved)
+    if settings.smart_router.active:
+        router = build_router(settings)
+        if router.resolver.catalog is not None:
+            router.resolver.catalog.close()
+    text = "# Saved by FlowGate's operator console; merged over the config file.\n"
+    text += yaml.safe_dump(saved, sort_keys=False)
+    write_private(console_file(), text.encode())
+    os.chmod(console_file(), 0o644)  # no secrets in it (keys live in the vault)
+    return settings
