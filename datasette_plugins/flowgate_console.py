@@ -21,6 +21,7 @@ A running FlowGate uses a new or replaced key from its next request.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -37,13 +38,15 @@ from datasette_plugins.flowgate_pages import (
     log_db,
     render_page,
 )
+from flowgate_addon import catalog
 from flowgate_addon.cli_tokens import parse_ttl
 from flowgate_addon.config import TIERS, ConfigError, load_settings
-from flowgate_addon.console_settings import save_section
-from flowgate_addon.providers import is_pattern
+from flowgate_addon.console_settings import console_providers, save_section
+from flowgate_addon.providers import BUILTIN_PROVIDERS, ProviderRegistry, is_pattern
 from flowgate_addon.routing.router import scorer_for
 from flowgate_addon.security import admin
 from flowgate_addon.security.audit import AuditLog
+from flowgate_addon.security.credentials import Credentials
 from flowgate_addon.security.tokens import TokenStore
 from flowgate_addon.security.vault import Vault, VaultError, WrongPassword
 
@@ -317,7 +320,9 @@ async def keys_page(datasette, request) -> Response:
         action, provider = form.get("action"), (form.get("provider") or "").strip()
         password = form.get("password") or ""
         try:
-            if action == "init":
+            if action in ("add_provider", "remove_provider", "sync"):
+                flash = await _provider_action(datasette, request, settings, action, form)
+            elif action == "init":
                 if vault.exists:
                     raise VaultError("the vault is set up already")
                 if len(password) < 8 or password != form.get("confirm"):
@@ -343,8 +348,11 @@ async def keys_page(datasette, request) -> Response:
                 raise VaultError("unknown action")
         except WrongPassword:
             problem = "That is not the master password; nothing was changed."
-        except VaultError as exc:
-            problem = f"Nothing was changed: {exc}."
+        except (VaultError, ConfigError, ValueError) as exc:
+            problem = f"Nothing was changed: {exc}"
+        if flash or not problem:
+            providers = flowgate_settings(datasette).get("providers") or []  # live: re-read
+            names = {p["name"] for p in providers}
     held = {}
     if vault.exists:
         try:
@@ -393,6 +401,7 @@ async def keys_page(datasette, request) -> Response:
         "<table class='fg-admin fg-keys'><tr><th>provider</th><th>kind</th><th>host</th>"
         "<th>key</th><th></th></tr>" + "".join(rows) + "</table>"
     )
+    body.append(_provider_forms(request, providers, console_providers(), vault.exists))
     if vault.exists:
         body.append(
             "<h2>Add or replace a key</h2><p>The key is encrypted at once; it is never shown "
@@ -405,10 +414,113 @@ async def keys_page(datasette, request) -> Response:
             'autocomplete="current-password" required></label> '
             '<button type="submit">Store key</button></form>'
         )
-    response = await page(datasette, request, "Provider keys", "\n".join(body))
+    response = await page(datasette, request, "Providers and keys", "\n".join(body))
     if problem:
         response.status = 400
     return response
+
+
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+async def _provider_action(datasette, request, settings, action: str, form) -> str:
+    """Add or remove a custom provider, or sync catalogs; what happened, in a sentence.
+
+    Raises ConfigError, VaultError or ValueError with the reason nothing changed.
+    """
+    config = settings["config_path"]
+    target = Path(config) if config else None
+    name = (form.get("provider") or form.get("name") or "").strip()
+    if action == "add_provider":
+        if not PROVIDER_NAME.match(name):
+            raise ValueError(
+                f"{name!r} is not a provider name: lowercase letters, digits, - and _, "
+                "at most 32 characters"
+            )
+        current = load_settings(config)
+        if name in BUILTIN_PROVIDERS or (
+            name in current.providers and name not in console_providers()
+        ):
+            raise ValueError(f"{name} is defined elsewhere (built in, or in the config file)")
+        models = [m.strip() for m in (form.get("models") or "").split(",") if m.strip()]
+        entry = {
+            "base_url": (form.get("base_url") or "").strip(),
+            "api": form.get("api") or "openai",
+            "models": models,
+        }
+        await asyncio.to_thread(save_section, "providers", {name: entry}, target)
+        audit(datasette, request, "add custom provider", name, entry["base_url"])
+        return f"Added provider {name}: running FlowGates use it within a second."
+    if action == "remove_provider":
+        if name not in console_providers():
+            raise ValueError(f"{name} was not added from the console; it cannot be removed here")
+        await asyncio.to_thread(save_section, "providers", {name: None}, target)
+        audit(datasette, request, "remove custom provider", name)
+        return f"Removed provider {name}."
+    # sync: the catalog code `flowgate catalog sync` runs, with the vault's keys if unlocked
+    current = load_settings(config)
+    registry = ProviderRegistry.from_config(current.providers)
+    names = list(registry.providers) if name in ("", "all") else [name]
+    if any(n not in registry.providers for n in names):
+        raise ValueError(f"unknown provider {name!r}")
+    vault = Vault(current.security.vault_path)
+    if form.get("password"):
+        await asyncio.to_thread(vault.unlock, form["password"])
+    credentials = Credentials(vault, current.security.allow_client_keys, None)
+
+    def key_for(provider):
+        return credentials.key_for(provider) if vault.unlocked or provider.api_key else None
+
+    results = await asyncio.to_thread(catalog.sync_catalog, current, registry, names, key_for)
+    audit(
+        datasette,
+        request,
+        "sync models",
+        name or "all",
+        ", ".join(f"{r.provider}: {r.count}" for r in results if r.count is not None),
+    )
+    return "Synced: " + "; ".join(
+        f"{r.provider} {r.count} models"
+        if r.count is not None
+        else f"{r.provider} skipped ({r.problem})"
+        for r in results
+    )
+
+
+def _provider_forms(request, providers, added: set[str], vault_exists: bool) -> str:
+    options = "".join(f"<option>{esc(p['name'])}</option>" for p in providers)
+    removable = "".join(
+        f'<form class="fg-inline" method="post">{csrf_field(request)}'
+        f'<input type="hidden" name="action" value="remove_provider">'
+        f'<input type="hidden" name="provider" value="{esc(name)}">'
+        f"<button type='submit'>Remove {esc(name)}</button></form> "
+        for name in sorted(added)
+    )
+    password = (
+        '<label>Master password (for the vault\'s keys) <input type="password" '
+        'name="password" autocomplete="current-password"></label> '
+        if vault_exists
+        else ""
+    )
+    return (
+        "<h2>Sync models</h2><p>Reads each provider's own model list into the catalog "
+        "(as <code>flowgate catalog sync</code>); running FlowGates use it within a second.</p>"
+        f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+        f'value="sync"><label>Provider <select name="provider"><option value="all">all'
+        f"</option>{options}</select></label> {password}"
+        "<button type='submit'>Sync models</button></form>"
+        "<h2>Add a custom provider</h2><p>An OpenAI-compatible endpoint (or a relay of "
+        "Anthropic's or Gemini's own API). Its key, if it needs one, goes in the vault below.</p>"
+        f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+        'value="add_provider"><label>Name <input name="name" required maxlength="32" '
+        'pattern="[a-z0-9][a-z0-9_-]*"></label> <label>Base URL <input name="base_url" '
+        'type="url" required size="40" placeholder="http://127.0.0.1:9000/v1"></label> '
+        '<label>API <select name="api"><option>openai</option><option>anthropic</option>'
+        '<option>gemini</option></select></label> <label>Models <input name="models" '
+        'size="30" placeholder="my-model, team-*"></label> '
+        "<button type='submit'>Add provider</button></form>"
+        + (f"<p>Added from the console: {removable}</p>" if removable else "")
+    )
 
 
 async def router_settings_page(datasette, request) -> Response:

@@ -21,7 +21,9 @@ from flowgate_addon.security.vault import write_private
 
 
 def save_section(section: str, value: Any, config: Path | None) -> Settings:
-    """Save the router section, or providers to add or replace; the settings as they now are.
+    """Save the router section, or providers to add, replace or (None) remove.
+
+    Returns the settings as every FlowGate process now loads them.
 
     Raises ConfigError (a value that does not validate) or ValueError (a tier's model
     that no provider serves) with a message naming the key; nothing is saved then.
@@ -30,7 +32,10 @@ def save_section(section: str, value: Any, config: Path | None) -> Settings:
     if section == "smart_router":
         saved["smart_router"] = value
     elif section == "providers":
-        saved["providers"] = {**saved.get("providers", {}), **value}
+        providers = {**saved.get("providers", {}), **value}
+        saved["providers"] = {name: p for name, p in providers.items() if p is not None}
+        if not saved["providers"]:
+            del saved["providers"]
     else:
         raise ValueError(f"the console does not change {section}")
     settings = load_settings(config, console=saved)
@@ -43,3 +48,8 @@ def save_section(section: str, value: Any, config: Path | None) -> Settings:
     write_private(console_file(), text.encode())
     os.chmod(console_file(), 0o644)  # no secrets in it (keys live in the vault)
     return settings
+
+
+def console_providers() -> set[str]:
+    """The providers the console added (the only ones it may change or remove)."""
+    return set(read_console_settings().get("providers") or {})

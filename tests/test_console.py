@@ -36,8 +36,12 @@ MANAGEMENT = [
     "/-/flowgate/admin/router",
 ]
 KEYS, ROUTER = MANAGEMENT[2], MANAGEMENT[3]
-TIERS = {"SIMPLE": "gpt-4o-mini", "MEDIUM": "gpt-4o", "COMPLEX": "claude-sonnet-4-5",
-         "REASONING": "o3"}  # fmt: skip
+TIERS = {
+    "SIMPLE": "gpt-4o-mini",
+    "MEDIUM": "gpt-4o",
+    "COMPLEX": "claude-sonnet-4-5",
+    "REASONING": "o3",
+}
 TOKEN_RE = re.compile(r"fgt_[A-Za-z0-9_-]{20,}")
 
 
@@ -53,6 +57,12 @@ def make_console(folder: Path, home: Path | None = None, config: Path | None = N
         meta["plugins"]["flowgate"]["console"]["tokens_path"] = str(home / "tokens.db")
         meta["plugins"]["flowgate"]["console"]["vault_path"] = str(home / "vault.json")
     return Datasette([str(settings.database.path)], plugins_dir=str(plugins_dir()), metadata=meta)
+
+
+@pytest.fixture(autouse=True)
+def fake_local_key(monkeypatch):
+    """The test configs read it (write_config), in the console as in FlowGate."""
+    monkeypatch.setenv("FAKE_LOCAL_KEY", "sk-local-secret")
 
 
 @pytest.fixture
@@ -357,8 +367,9 @@ def test_router_settings_are_checked_then_saved_for_every_process(ds):
     page = run(ds.client.get(ROUTER, cookies={"ds_actor": admin_cookie(ds)})).text
     assert "Save router settings" in page and "<option value='gpt-4o-mini'>" in page
 
-    saved = console_post(ds, ROUTER, router_form(TIERS, route_models="gpt-4.1, gpt-4o",
-                                                  threshold_MEDIUM="0.25"))  # fmt: skip
+    saved = console_post(
+        ds, ROUTER, router_form(TIERS, route_models="gpt-4.1, gpt-4o", threshold_MEDIUM="0.25")
+    )
     assert saved.status_code == 200 and "Saved" in saved.text
     router = load_settings(None).smart_router  # what every FlowGate process now loads
     assert router.active and router.strategy == "complexity" and dict(router.tiers) == TIERS
@@ -377,8 +388,11 @@ def test_router_settings_are_checked_then_saved_for_every_process(ds):
         assert why in html.unescape(refused.text), why
         assert console_file().read_text() == before  # the old settings keep working
 
-    off = console_post(ds, ROUTER, {"action": "save", "strategy": "complexity",
-                                    **{f"tier_{t}": m for t, m in TIERS.items()}})  # fmt: skip
+    off = console_post(
+        ds,
+        ROUTER,
+        {"action": "save", "strategy": "complexity", **{f"tier_{t}": m for t, m in TIERS.items()}},
+    )
     assert off.status_code == 200 and not load_settings(None).smart_router.enabled
     [entry, *_] = AuditLog().recent()
     assert entry["action"] == "change router settings" and entry["detail"].startswith("off")
@@ -396,10 +410,7 @@ def test_try_a_prompt_shows_the_decision_and_why(ds):
     assert "below every threshold" in simple
 
 
-def test_a_running_flowgate_follows_a_new_tier_mapping_without_a_restart(
-    fake_provider, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("FAKE_LOCAL_KEY", "sk-local-secret")  # the config reads it, as FlowGate
+def test_a_running_flowgate_follows_a_new_tier_mapping_without_a_restart(fake_provider, tmp_path):
     router = {"enabled": True, "strategy": "complexity", "tiers": {t: "gpt-4o-mini" for t in TIERS}}
     openai_key = {"base_url": f"{fake_provider.base_url}/v1", "api_key": "sk-openai-cfg"}
     config = write_config(
@@ -433,5 +444,82 @@ def test_a_running_flowgate_follows_a_new_tier_mapping_without_a_restart(
         assert refused.status_code == 400
         time.sleep(1.5)
         assert routed_to() == model
+    finally:
+        gate.stop_cleanly()
+
+
+def test_custom_providers_are_added_checked_and_removed(ds, fake_provider):
+    added = console_post(
+        ds,
+        KEYS,
+        {
+            "action": "add_provider",
+            "name": "team-llm",
+            "base_url": f"{fake_provider.base_url}/v1",
+            "api": "openai",
+            "models": "team-*, house-model",
+        },
+    )
+    assert added.status_code == 200 and "Added provider team-llm" in added.text
+    provider = load_settings(None).providers["team-llm"]
+    assert provider.models == ["team-*", "house-model"] and provider.api_key is None
+    assert "<td>team-llm</td><td>custom</td>" in added.text  # listed at once
+
+    for form, why in (
+        ({"name": "openai", "base_url": "http://x/v1"}, "defined elsewhere"),
+        ({"name": "Bad Name", "base_url": "http://x/v1"}, "not a provider name"),
+        ({"name": "ftp-llm", "base_url": "ftp://x/v1"}, "http:// or https:// URL"),
+    ):
+        refused = console_post(ds, KEYS, {"action": "add_provider", **form})
+        assert refused.status_code == 400 and why in plain(refused.text), why
+    assert set(load_settings(None).providers) == {"team-llm"}
+
+    synced = console_post(ds, KEYS, {"action": "sync", "provider": "team-llm"})
+    assert "team-llm 1 models" in plain(synced.text)
+    log_db = open_db(Path(next(d.path for d in ds.databases.values() if d.path)))
+    assert [r[0] for r in log_db.conn.execute("SELECT model FROM models")] == ["gpt-4o-mini"]
+
+    assert (
+        console_post(ds, KEYS, {"action": "remove_provider", "provider": "openai"}).status_code
+        == 400
+    )
+    removed = console_post(ds, KEYS, {"action": "remove_provider", "provider": "team-llm"})
+    assert removed.status_code == 200 and "team-llm" not in load_settings(None).providers
+    actions = [e["action"] for e in AuditLog().recent()]
+    assert actions[:3] == ["remove custom provider", "sync models", "add custom provider"]
+
+
+def test_a_running_flowgate_serves_a_console_provider_at_once(fake_provider, tmp_path):
+    config = write_config(tmp_path, fake_provider)
+    gate = start_flowgate(tmp_path, config, env={"FLOWGATE_HOME": os.environ["FLOWGATE_HOME"]})
+    try:
+        client = openai.OpenAI(base_url=gate.base_url, api_key="sk-client-key", max_retries=0)
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model="house-model", messages=[{"role": "user", "content": "hi"}]
+            )
+        ds = make_console(tmp_path, config=config)
+        console_post(
+            ds,
+            KEYS,
+            {
+                "action": "add_provider",
+                "name": "house",
+                "base_url": f"{fake_provider.base_url}/house/v1",
+                "models": "house-model",
+            },
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reply = client.chat.completions.create(
+                    model="house-model", messages=[{"role": "user", "content": "hi"}]
+                )
+                break
+            except openai.BadRequestError:
+                assert time.monotonic() < deadline, gate.output()
+                time.sleep(0.2)
+        assert reply.choices[0].message.content == "Hello from house-model!"
+        assert fake_provider.last("/house/v1/chat/completions").body["model"] == "house-model"
     finally:
         gate.stop_cleanly()
