@@ -27,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from datasette import hookimpl
 from datasette.utils import baseconv
 from datasette.utils.asgi import Forbidden, Response
@@ -46,8 +47,9 @@ from flowgate_addon.providers import BUILTIN_PROVIDERS, ProviderRegistry, is_pat
 from flowgate_addon.routing.router import scorer_for
 from flowgate_addon.security import admin
 from flowgate_addon.security.audit import AuditLog
-from flowgate_addon.security.credentials import Credentials
+from flowgate_addon.security.credentials import Credentials, change_master_password, init_vault
 from flowgate_addon.security.tokens import TokenStore
+from flowgate_addon.security.unlock import VAULT_PATH
 from flowgate_addon.security.vault import Vault, VaultError, WrongPassword
 
 ADMIN = f"{PREFIX}/admin"
@@ -322,12 +324,15 @@ async def keys_page(datasette, request) -> Response:
         try:
             if action in ("add_provider", "remove_provider", "sync"):
                 flash = await _provider_action(datasette, request, settings, action, form)
+            elif action in ("unlock", "change_password"):
+                flash = await _vault_action(datasette, request, settings, action, form)
             elif action == "init":
                 if vault.exists:
                     raise VaultError("the vault is set up already")
                 if len(password) < 8 or password != form.get("confirm"):
                     raise VaultError("the passwords differ, or are shorter than 8 characters")
-                await asyncio.to_thread(vault.init, password)
+                key_file = load_settings(settings["config_path"]).security.master_key_path
+                await asyncio.to_thread(init_vault, vault, password, key_file)
                 audit(datasette, request, "set up the vault")
                 flash = "The vault is set up. Add provider keys below."
             elif provider not in names:
@@ -401,6 +406,8 @@ async def keys_page(datasette, request) -> Response:
         "<table class='fg-admin fg-keys'><tr><th>provider</th><th>kind</th><th>host</th>"
         "<th>key</th><th></th></tr>" + "".join(rows) + "</table>"
     )
+    if vault.exists:
+        body.append(await _vault_forms(datasette, request))
     body.append(_provider_forms(request, providers, console_providers(), vault.exists))
     if vault.exists:
         body.append(
@@ -418,6 +425,85 @@ async def keys_page(datasette, request) -> Response:
     if problem:
         response.status = 400
     return response
+
+
+def _gateway(datasette) -> str:
+    """The running proxy's gateway address, reachable from here."""
+    url = flowgate_settings(datasette).get("gateway_url") or "http://127.0.0.1:7798/v1"
+    url = url.removesuffix("/v1")
+    for wildcard in ("//0.0.0.0:", "//[::]:"):
+        url = url.replace(wildcard, "//127.0.0.1:")
+    return url + VAULT_PATH
+
+
+async def _proxy_vault(datasette, password: str | None = None) -> tuple[dict | None, str]:
+    """The running FlowGate's vault state (after unlocking it, given a password)."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            if password is None:
+                response = await client.get(_gateway(datasette))
+            else:
+                response = await client.post(_gateway(datasette), json={"password": password})
+    except httpx.HTTPError as exc:
+        return None, f"FlowGate's gateway does not answer ({exc.__class__.__name__})"
+    if response.status_code != 200:
+        try:
+            return None, response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            return None, f"the gateway answered HTTP {response.status_code}"
+    return response.json(), ""
+
+
+async def _vault_action(datasette, request, settings, action: str, form) -> str:
+    vault = Vault(settings["vault_path"])
+    if action == "change_password":
+        new = form.get("new") or ""
+        if len(new) < 8 or new != form.get("confirm"):
+            raise VaultError("the new passwords differ, or are shorter than 8 characters")
+        key_file = load_settings(settings["config_path"]).security.master_key_path
+        await asyncio.to_thread(
+            change_master_password, vault, form.get("password") or "", new, key_file
+        )
+        audit(datasette, request, "change master password")
+        state, problem = await _proxy_vault(datasette, new)  # it holds the old key
+        tail = "the running FlowGate is unlocked with it" if state else f"but {problem}"
+        return f"The master password is changed ({len(vault.list())} keys re-encrypted); {tail}."
+    state, problem = await _proxy_vault(datasette, form.get("password") or "")
+    audit(datasette, request, "unlock the running FlowGate's vault", detail=problem or "unlocked")
+    if state is None:
+        raise VaultError(f"the running FlowGate's vault stays locked: {problem}")
+    return "The running FlowGate's vault is unlocked."
+
+
+async def _vault_forms(datasette, request) -> str:
+    state, problem = await _proxy_vault(datasette)
+    if state is None:
+        status = f"Cannot tell: {problem}."
+    elif state["unlocked"]:
+        status = "The running FlowGate's vault is unlocked: it uses the keys below."
+    else:
+        status = (
+            "The running FlowGate's vault is <strong>locked</strong>: requests that need a "
+            f"vault key get a 503. {esc(state.get('problem') or '')}"
+        )
+    unlock = (
+        ""
+        if state and state["unlocked"]
+        else f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+        'value="unlock"><label>Master password <input type="password" name="password" '
+        'autocomplete="current-password" required></label> <button type="submit">Unlock the '
+        "running FlowGate</button></form>"
+    )
+    return (
+        f"<h2>Vault</h2><p class='fg-vault-state'>{status if state else esc(status)}</p>{unlock}"
+        "<details><summary>Change the master password</summary>"
+        f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
+        'value="change_password"><label>Current <input type="password" name="password" '
+        'autocomplete="current-password" required></label> <label>New <input type="password" '
+        'name="new" autocomplete="new-password" required minlength="8"></label> <label>Again '
+        '<input type="password" name="confirm" autocomplete="new-password" required></label> '
+        '<button type="submit">Change password</button></form></details>'
+    )
 
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

@@ -37,6 +37,7 @@ from flowgate_addon.security.access import Access, Refused, is_loopback
 from flowgate_addon.security.credentials import Credentials, unlock_vault
 from flowgate_addon.security.redact import Redactor
 from flowgate_addon.security.tokens import Caller, TokenStore, default_tokens_path
+from flowgate_addon.security.unlock import VAULT_PATH, VaultUnlock
 from flowgate_addon.security.vault import Vault
 from flowgate_addon.settings_watch import SettingsWatch
 from flowgate_addon.store import LogWriter
@@ -57,6 +58,7 @@ class FlowGate:
         self.access: Access | None = None
         self.silence = SilenceWatch(0)
         self.console = SettingsWatch(console_file())
+        self.unlock: VaultUnlock | None = None
         self._reloading: asyncio.Task[None] | None = None
         self._allowlist: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
@@ -116,6 +118,7 @@ class FlowGate:
         credentials = Credentials(
             vault, settings.security.allow_client_keys, locked, redactor.add_secret
         )
+        self.unlock = VaultUnlock(credentials)
         try:
             self._use(settings, self._build(settings, credentials))
         except ValueError as exc:
@@ -193,6 +196,8 @@ class FlowGate:
             )
             return
         gateway = isinstance(flow.client_conn.proxy_mode, ReverseMode)
+        if gateway and flow.request.path == VAULT_PATH:  # the console; the password is the key
+            return self.unlock.handle(flow)
         try:
             caller = self.access.caller(
                 flow.request.headers, None if gateway else flow.client_conn.id

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from flowgate_addon.config import CONFIG_ENV, ConfigError, Settings, load_settings
+from flowgate_addon.security.audit import record_cli
 
 config_option = click.option(
     "--config",
@@ -22,3 +23,9 @@ def load(config_file: Path | None) -> Settings:
         return load_settings(config_file)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def audited(action: str, target: str | None = None, detail: str | None = None) -> None:
+    """Record a management action in the audit log; a failure to record is only a warning."""
+    if problem := record_cli(action, target, detail):
+        click.echo(f"Warning: {problem}", err=True)

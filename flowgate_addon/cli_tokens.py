@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from flowgate_addon.security.audit import record_cli
+from flowgate_addon.cli_options import audited
 from flowgate_addon.security.tokens import TokenStore, default_tokens_path
 
 _TTL_RE = re.compile(r"(\d{1,9})([smhd])")
@@ -94,7 +94,7 @@ def create(name: str, ttl: timedelta | None, tokens_file: Path | None) -> None:
     """
     token = _with_store(tokens_file, lambda store: store.create(name, ttl))
     click.echo(token)
-    _audit("create caller token", name, format_ttl(ttl) if ttl else None)
+    audited("create caller token", name, format_ttl(ttl) if ttl else None)
     until = f", valid for {format_ttl(ttl)}" if ttl else ""
     click.echo(
         f"Created caller token {name!r}{until}. It is shown only this once: store it now "
@@ -150,10 +150,5 @@ def revoke(name_or_id: str, tokens_file: Path | None) -> None:
             + (" or with that id" if name_or_id.isdigit() else "")
             + " (see: flowgate tokens list)"
         )
-    _audit("revoke caller token", name_or_id)
+    audited("revoke caller token", name_or_id)
     click.echo(f"Revoked token {name_or_id!r}.", err=True)
-
-
-def _audit(action: str, target: str, detail: str | None = None) -> None:
-    if problem := record_cli(action, target, detail):
-        click.echo(f"Warning: {problem}", err=True)

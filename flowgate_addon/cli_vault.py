@@ -9,10 +9,15 @@ from pathlib import Path
 
 import click
 
-from flowgate_addon.cli_options import config_option, load
+from flowgate_addon.cli_options import audited, config_option, load
 from flowgate_addon.config import Settings
 from flowgate_addon.providers import ProviderRegistry
-from flowgate_addon.security.credentials import PASSWORD_ENV, read_master_key, write_master_key
+from flowgate_addon.security.credentials import (
+    PASSWORD_ENV,
+    change_master_password,
+    init_vault,
+    read_master_key,
+)
 from flowgate_addon.security.vault import Vault, VaultError
 
 
@@ -50,9 +55,10 @@ def open_vault(settings: Settings) -> Vault:
 def _init(settings: Settings) -> Vault:
     vault = Vault(settings.security.vault_path)
     with reported():
-        vault.init(_password("New master password", confirm=True))
-    if settings.security.master_key_path:
-        write_master_key(settings.security.master_key_path, vault)
+        init_vault(
+            vault, _password("New master password", confirm=True), settings.security.master_key_path
+        )
+    audited("set up the vault")
     click.echo(f"Created the vault {vault.path}", err=True)
     return vault
 
@@ -84,6 +90,7 @@ def add_key(provider: str, env_var: str | None, config_file: Path | None) -> Non
     vault = open_vault(settings) if Vault(settings.security.vault_path).exists else _init(settings)
     with reported():
         info = vault.add(provider, secret)
+    audited("add provider key", provider, info.fingerprint)
     click.echo(f"Stored the key for {provider} ({info.fingerprint}) in {vault.path}")
 
 
@@ -118,6 +125,7 @@ def keys_remove(provider: str, config_file: Path | None) -> None:
         removed = vault.exists and vault.remove(provider)
     if not removed:
         raise click.ClickException(f"the vault holds no key for {provider}")
+    audited("remove provider key", provider)
     click.echo(f"Removed the key for {provider}")
 
 
@@ -144,7 +152,6 @@ def vault_change_password(config_file: Path | None) -> None:
         "New master password", hide_input=True, confirmation_prompt=True
     )
     with reported():
-        store.change_password(old, new)
-    if settings.security.master_key_path:
-        write_master_key(settings.security.master_key_path, store)
+        change_master_password(store, old, new, settings.security.master_key_path)
+    audited("change master password")
     click.echo(f"Re-encrypted {len(store.list())} keys in {store.path} under the new password")

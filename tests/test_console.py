@@ -523,3 +523,66 @@ def test_a_running_flowgate_serves_a_console_provider_at_once(fake_provider, tmp
         assert fake_provider.last("/house/v1/chat/completions").body["model"] == "house-model"
     finally:
         gate.stop_cleanly()
+
+
+def test_a_locked_running_flowgate_is_unlocked_from_the_console(fake_provider, tmp_path):
+    """FlowGate started without its password; the console unlocks it, then changes the
+    password — and the running proxy keeps using the vault's key throughout."""
+    home = Path(os.environ["FLOWGATE_HOME"])
+    store = Vault(home / "vault.json")
+    store.init(PASSWORD)
+    store.add("openai", "sk-from-the-vault")
+    config = write_config(tmp_path, fake_provider)
+    gate = start_flowgate(tmp_path, config, env={"FLOWGATE_HOME": str(home)})
+    try:
+        vault_url = gate.base_url.removesuffix("/v1") + "/-/flowgate/vault"
+        assert httpx.get(vault_url).json() == {
+            "exists": True,
+            "unlocked": False,
+            "problem": httpx.get(vault_url).json()["problem"],
+        }
+        client = openai.OpenAI(base_url=gate.base_url, api_key="sk-client-own", max_retries=0)
+
+        def upstream_key() -> str:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "key?"}]
+            )
+            return fake_provider.last("/v1/chat/completions").headers["authorization"]
+
+        assert upstream_key() == "Bearer sk-client-own"  # locked: the vault's key is unusable
+        ds = make_console(tmp_path, config=config)
+        page = plain(run(ds.client.get(KEYS, cookies={"ds_actor": admin_cookie(ds)})).text)
+        assert "The running FlowGate's vault is locked" in page
+
+        wrong = console_post(ds, KEYS, {"action": "unlock", "password": "nope"})
+        assert wrong.status_code == 400 and "not the master password" in plain(wrong.text)
+        unlocked = console_post(ds, KEYS, {"action": "unlock", "password": PASSWORD})
+        assert unlocked.status_code == 200 and "vault is unlocked" in plain(unlocked.text)
+        assert upstream_key() == "Bearer sk-from-the-vault"
+
+        new = "a much longer new password"
+        changed = console_post(
+            ds,
+            KEYS,
+            {"action": "change_password", "password": PASSWORD, "new": new, "confirm": new},
+        )
+        assert changed.status_code == 200, plain(changed.text)
+        assert "the running FlowGate is unlocked with it" in plain(changed.text)
+        assert upstream_key() == "Bearer sk-from-the-vault"  # still: no restart
+        with pytest.raises(Exception, match="master password"):
+            Vault(home / "vault.json").unlock(PASSWORD)
+        Vault(home / "vault.json").unlock(new)
+        actions = [e["action"] for e in AuditLog().recent()][:3]
+        assert actions == [
+            "change master password",
+            "unlock the running FlowGate's vault",
+            "unlock the running FlowGate's vault",
+        ]
+
+        # Guessing through the gateway is throttled like the console's sign-in.
+        statuses = [
+            httpx.post(vault_url, json={"password": f"guess{i}"}).status_code for i in range(6)
+        ]
+        assert statuses == [401] * 5 + [429]
+    finally:
+        gate.stop_cleanly()

@@ -349,3 +349,26 @@ def test_start_asks_for_the_master_password_on_a_terminal(tmp_path, fake_provide
         os.close(controller)
         log.close()
     assert "s3cret" not in (tmp_path / "start.log").read_text()
+
+
+def test_the_gateway_vault_endpoint_answers_only_this_machine(tmp_path):
+    from mitmproxy.test import tflow
+
+    from flowgate_addon.security.credentials import Credentials
+    from flowgate_addon.security.unlock import VAULT_PATH, VaultUnlock
+
+    store = Vault(tmp_path / "vault.json")
+    store.init("a good password")
+    endpoint = VaultUnlock(Credentials(Vault(store.path), True, "locked"))
+    for peer, status in ((("10.1.2.3", 5000), 403), (("127.0.0.1", 5000), 200)):
+        flow = tflow.tflow()
+        flow.request.method, flow.request.path = "GET", VAULT_PATH
+        flow.client_conn.peername = peer
+        assert endpoint.handle(flow) is None
+        assert flow.response.status_code == status
+    assert json.loads(flow.response.content) == {
+        "exists": True,
+        "unlocked": False,
+        "problem": "locked",
+    }
+    assert b"password" not in flow.response.content

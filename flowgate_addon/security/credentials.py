@@ -58,6 +58,20 @@ def write_master_key(path: Path, vault: Vault) -> None:
     write_private(path, base64.b64encode(vault.master_key()) + b"\n")
 
 
+def init_vault(vault: Vault, password: str, master_key_path: Path | None) -> None:
+    """Create the vault (and the master-key file, when one is configured)."""
+    vault.init(password)
+    if master_key_path:
+        write_master_key(master_key_path, vault)
+
+
+def change_master_password(vault: Vault, old: str, new: str, master_key_path: Path | None) -> None:
+    """Re-encrypt every key under a new password (and rewrite a configured master-key file)."""
+    vault.change_password(old, new)
+    if master_key_path:
+        write_master_key(master_key_path, vault)
+
+
 class NoCredential(Exception):
     """The request needs a provider key that FlowGate cannot supply; the message says why."""
 
