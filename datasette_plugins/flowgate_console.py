@@ -61,6 +61,8 @@ form.fg-inline { display: inline; }
 .fg-flash { background: #eef5fd; border-left: 4px solid #2a7ae2; padding: .4em .8em; }
 .fg-problem { background: #fdeeee; border-left: 4px solid #b3261e; padding: .4em .8em; }
 table.fg-admin td, table.fg-admin th { padding: .2em .8em .2em 0; text-align: left; }
+.fg-console label { width: auto; white-space: nowrap; margin: .2em 1em .2em 0; }
+.fg-console nav form { display: inline; margin-left: 1em; }
 </style>"""
 
 
@@ -120,14 +122,15 @@ def signed_in(datasette, request, via: str) -> Response:
 
 async def page(datasette, request, title: str, body: str) -> Response:
     nav = (
-        f'<p><a href="{datasette.urls.path(ADMIN)}">console</a> · '
+        f'<nav><a href="{datasette.urls.path(ADMIN)}">console</a> · '
         f'<a href="{datasette.urls.path(ADMIN + "/tokens")}">caller tokens</a> · '
         f'<a href="{datasette.urls.path(ADMIN + "/keys")}">provider keys</a> · '
-        f'<a href="{datasette.urls.path(ADMIN + "/router")}">router</a> · '
-        f'<form class="fg-inline" method="post" action="{datasette.urls.path("/-/logout")}">'
-        f'{csrf_field(request)}<button type="submit">Sign out</button></form></p>'
+        f'<a href="{datasette.urls.path(ADMIN + "/router")}">router</a>'
+        f'<form method="post" action="{datasette.urls.path("/-/logout")}">'
+        f'{csrf_field(request)}<button type="submit">Sign out</button></form></nav>'
     )
-    return await render_page(datasette, request, title, STYLE + nav + body)
+    content = f"<div class='fg-console'>{nav}{body}</div>"
+    return await render_page(datasette, request, title, STYLE + content)
 
 
 def require_admin(datasette, request) -> Response | None:
@@ -683,7 +686,8 @@ async def router_settings_page(datasette, request) -> Response:
         "<h2>Try a prompt</h2><p>What the saved settings decide for it (the complexity "
         "scorer; nothing is sent anywhere).</p>"
         f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
-        "value='try'><textarea name='prompt' rows='4' cols='80' required>"
+        "value='try'><label for='fg-prompt'>Prompt</label><br><textarea id='fg-prompt' "
+        "name='prompt' rows='4' cols='80' required>"
         f"{esc(form.get('prompt', ''))}</textarea><p><button type='submit'>Route it</button>"
         f"</p></form>{tried}",
     ]

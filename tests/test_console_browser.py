@@ -1,6 +1,6 @@
 """The operator console in a real Chromium, against a real `flowgate start` (proxy + UI):
-sign in, add a provider key, create and revoke a caller token — and the running FlowGate
-follows each change from its next request, without a restart."""
+sign in, add a provider key, change the tier mapping, create and revoke a caller token —
+and the running FlowGate follows each change from its next request, without a restart."""
 
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ def gate(fake_provider, tmp_path_factory) -> Iterator[RunningFlowGate]:
     running.stop_cleanly()
 
 
-def chat(gate: RunningFlowGate, key: str) -> int:
+def chat(gate: RunningFlowGate, key: str, model: str = "gpt-4o-mini") -> int:
     response = httpx.post(
         f"{gate.base_url}/chat/completions",
-        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
         headers={"authorization": f"Bearer {key}"},
     )
     return response.status_code
@@ -63,7 +63,7 @@ def sign_in(page, gate) -> None:
     page.get_by_text("Audit log").wait_for()
 
 
-def test_sign_in_add_a_key_create_and_revoke_a_token(browser, gate, fake_provider):
+def test_sign_in_add_a_key_change_the_tiers_create_and_revoke_a_token(browser, gate, fake_provider):
     with visit(browser, f"{gate.ui_url}/") as (page, errors):
         sign_in(page, gate)
 
@@ -73,10 +73,11 @@ def test_sign_in_add_a_key_create_and_revoke_a_token(browser, gate, fake_provide
             "Bearer sk-client-own"
         )
         page.get_by_role("link", name="provider keys").click()
-        page.get_by_label("Provider").select_option("openai")
-        page.get_by_label("API key").fill("sk-typed-in-the-console")
-        page.get_by_label("Master password").fill(PASSWORD)
-        page.get_by_role("button", name="Store key").click()
+        form = page.locator("form", has=page.get_by_role("button", name="Store key"))
+        form.get_by_label("Provider").select_option("openai")
+        form.get_by_label("API key").fill("sk-typed-in-the-console")
+        form.get_by_label("Master password").fill(PASSWORD)
+        form.get_by_role("button", name="Store key").click()
         page.get_by_text("Stored the key for openai").wait_for()
         assert "sk-typed-in-the-console" not in page.content()
         assert chat(gate, "sk-client-own") == 200
@@ -84,6 +85,25 @@ def test_sign_in_add_a_key_create_and_revoke_a_token(browser, gate, fake_provide
             "Bearer sk-typed-in-the-console"
         )
         screenshot(page, "console-keys")
+
+        # The tier mapping: routing on, every tier to the config's local model.
+        assert chat(gate, "sk-client-own", "auto") == 400  # routing is off: no model to keep
+        page.get_by_role("link", name="router").click()
+        page.get_by_label("Smart routing on").check()
+        page.get_by_label("Strategy").select_option("complexity")
+        for tier in ("SIMPLE", "MEDIUM", "COMPLEX", "REASONING"):
+            page.get_by_label(tier, exact=True).fill("local-model")
+        page.get_by_role("button", name="Save router settings").click()
+        page.get_by_text("Saved.").wait_for()
+        screenshot(page, "console-router")
+        deadline = time.monotonic() + 10
+        while chat(gate, "sk-client-own", "auto") != 200:
+            assert time.monotonic() < deadline, gate.output()
+            time.sleep(0.2)
+        assert fake_provider.last("/custom/v1/chat/completions").body["model"] == "local-model"
+        page.get_by_label("prompt").fill("Prove that there are infinitely many primes")
+        page.get_by_role("button", name="Route it").click()
+        page.get_by_text("Tier REASONING").wait_for()
 
         # A caller token: shown once, enforced at once, and revoked.
         page.get_by_role("link", name="caller tokens").click()
@@ -108,7 +128,13 @@ def test_sign_in_add_a_key_create_and_revoke_a_token(browser, gate, fake_provide
 
         page.get_by_role("link", name="console").first.click()
         audit = page.locator("table.fg-audit").inner_text()
-        for action in ("sign in", "add provider key", "create caller token", "revoke caller token"):
+        for action in (
+            "sign in",
+            "add provider key",
+            "create caller token",
+            "revoke caller token",
+            "change router settings",
+        ):
             assert action in audit
         screenshot(page, "console-audit")
 
