@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 from datasette import hookimpl
 from datasette.utils import baseconv
-from datasette.utils.asgi import Forbidden, Response
+from datasette.utils.asgi import Forbidden, Request, Response
+from itsdangerous import BadSignature
 
 from datasette_plugins.flowgate_pages import (
     PREFIX,
@@ -789,6 +790,44 @@ async def _last_used(datasette, names: list[str]) -> dict[str, str]:
     except Exception:  # a log without the table yet
         return {}
     return {row[0]: row[1] for row in result.rows}
+
+
+# Reachable without signing in even when every page needs it (security.dashboard_login).
+OPEN_PATHS = (f"{PREFIX}/login", f"{PREFIX}/signin", "/-/static/", "/-/static-plugins/")
+
+
+def _admin_cookie(datasette, request) -> bool:
+    """The request carries an unexpired admin actor cookie (as Datasette itself reads it)."""
+    try:
+        decoded = datasette.unsign(request.cookies.get("ds_actor", ""), "actor")
+    except BadSignature:
+        return False
+    expires = decoded.get("e") if isinstance(decoded, dict) else None
+    if expires and time.time() > int(baseconv.base62.decode(expires)):
+        return False
+    return isinstance(decoded, dict) and admin.is_admin(decoded.get("a"))
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    """With security.dashboard_login, every page but signing in needs the admin."""
+
+    def wrap(app):
+        async def guarded(scope, receive, send):
+            if (
+                scope["type"] == "http"
+                and (flowgate_settings(datasette).get("console") or {}).get("dashboard_login")
+                and not scope["path"].startswith(OPEN_PATHS)
+                and not _admin_cookie(datasette, Request(scope, receive))
+            ):
+                login = datasette.urls.path(f"{PREFIX}/login")
+                await Response.redirect(f"{login}?next={scope['path']}").asgi_send(send)
+                return
+            await app(scope, receive, send)
+
+        return guarded
+
+    return wrap
 
 
 @hookimpl

@@ -132,6 +132,9 @@ class SecuritySettings(_Section):
     allow_client_keys: bool = True
     # How long an operator-console sign-in lasts.
     admin_session_hours: float = Field(8.0, gt=0, le=720)
+    # Whether every UI page (dashboards, log) needs the admin sign-in too; the console's
+    # management pages always do. Default: only when the UI listens beyond loopback.
+    dashboard_login: bool | None = None
 
     @field_validator("upstream_ca_file")
     @classmethod

@@ -126,8 +126,17 @@ def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
             "audit_path": str(default_audit_path()),
             "signin_path": str(signin_file()),
             "session_hours": settings.security.admin_session_hours,
+            "dashboard_login": _dashboard_login(settings),
         },
     }
+
+
+def _dashboard_login(settings: Settings) -> bool:
+    """Whether the analytics pages need a sign-in: as configured, else off loopback only."""
+    from flowgate_addon.security.access import is_loopback
+
+    configured = settings.security.dashboard_login
+    return not is_loopback(settings.server.host) if configured is None else configured
 
 
 def _provider_summary(provider: Provider) -> dict[str, Any]:

@@ -586,3 +586,41 @@ def test_a_locked_running_flowgate_is_unlocked_from_the_console(fake_provider, t
         assert statuses == [401] * 5 + [429]
     finally:
         gate.stop_cleanly()
+
+
+def test_dashboards_are_open_on_loopback_and_behind_sign_in_when_configured(tmp_path):
+    ds = make_console(tmp_path)
+    assert run(ds.client.get("/")).status_code == 200  # loopback default: readable
+    assert run(ds.client.get("/flowgate/requests")).status_code == 200
+
+    (tmp_path / "console.yaml").write_text(
+        "database: {path: flowgate.db}\nsecurity: {dashboard_login: true}\n"
+    )
+    ds = make_console(tmp_path, config=tmp_path / "console.yaml")
+    for path in (
+        "/",
+        "/flowgate/requests",
+        "/-/dashboards/overview",
+        "/-/flowgate/health.json",
+        "/-/flowgate/request/1",
+        "/flowgate.json",
+        "/-/metadata.json",
+    ):
+        response = run(ds.client.get(path))
+        assert response.status_code == 302, path
+        assert response.headers["location"].startswith("/-/flowgate/login?next=")
+    assert run(ds.client.get("/-/flowgate/login")).status_code == 200
+    cookies = {"ds_actor": admin_cookie(ds)}
+    assert run(ds.client.get("/flowgate/requests", cookies=cookies)).status_code == 200
+    expired = {"ds_actor": admin_cookie(ds, expires_in=-1)}
+    assert run(ds.client.get("/flowgate/requests", cookies=expired)).status_code == 302
+
+
+def test_dashboards_need_sign_in_when_the_ui_listens_beyond_loopback(tmp_path):
+    from flowgate_addon.ui_metadata import page_settings
+
+    config = tmp_path / "public.yaml"
+    config.write_text("server: {host: 0.0.0.0}\n")
+    assert page_settings(tmp_path / "f.db", load_settings(config))["console"]["dashboard_login"]
+    config.write_text("server: {host: 0.0.0.0}\nsecurity: {dashboard_login: false}\n")
+    assert not page_settings(tmp_path / "f.db", load_settings(config))["console"]["dashboard_login"]
