@@ -239,22 +239,6 @@ class LogWriter:
         self._rollup = rollup.RollupBatch(_INSERT_COLUMNS)
 
     @property
-    def written(self) -> int:
-        return self.status.written
-
-    @property
-    def failed_batches(self) -> int:
-        return self.status.failed_writes
-
-    @property
-    def dropped(self) -> int:
-        return self.status.dropped
-
-    @property
-    def row_errors(self) -> int:
-        return self.status.row_errors
-
-    @property
     def pruned(self) -> int:
         """Old rows deleted by retention_days / max_db_mb (see retention.py)."""
         return self.pruner.pruned
@@ -436,8 +420,8 @@ class LogWriter:
             for _ in rows:
                 self._backlog.popleft()
             if (
-                self.written + len(rows)
-            ) // self.ANALYZE_EVERY > self.written // self.ANALYZE_EVERY:
+                self.status.written + len(rows)
+            ) // self.ANALYZE_EVERY > self.status.written // self.ANALYZE_EVERY:
                 analyze(self.path)
             self.status.written += len(rows)
             self.status.last_write_at = time.time()

@@ -99,43 +99,58 @@ def console_post(ds: Datasette, path: str, data: dict[str, str]):
     return post(ds, path, {**data, "csrftoken": token}, cookies)
 
 
+# One change per management form, each of which would show (see nothing_changed).
+CHANGES = [
+    ("/-/flowgate/admin/tokens", {"action": "create", "name": "sneaky"}),
+    (
+        "/-/flowgate/admin/keys",
+        {"action": "add_provider", "name": "sneaky", "base_url": "http://127.0.0.1:9/v1"},
+    ),
+    ("/-/flowgate/admin/keys", {"action": "init", "password": "x" * 10, "confirm": "x" * 10}),
+    ("/-/flowgate/admin/router", {"action": "save", "strategy": "off"}),
+]
+
+
+def nothing_changed() -> None:
+    assert TokenStore(tokens_path()).list() == []
+    assert not console_file().exists()
+    assert Vault(load_settings(None).security.vault_path).exists  # the fixture's, unchanged
+    vault().unlock(PASSWORD)
+
+
 def test_management_routes_refuse_anonymous_visitors(ds):
     for path in MANAGEMENT:
         response = run(ds.client.get(path))
         assert response.status_code == 302
         assert response.headers["location"] == f"/-/flowgate/login?next={path}"
-    # A form post without any session: refused, and nothing is created.
+    # A form post without any session, CSRF token and all: refused.
     token, cookies = form_token(ds, "/-/flowgate/login", {})
-    response = post(
-        ds, MANAGEMENT[1], {"action": "create", "name": "sneaky", "csrftoken": token}, cookies
-    )
-    assert response.status_code == 403
-    assert not TokenStore(load_settings(None).security.vault_path.parent / "tokens.db").list()
+    for path, change in CHANGES:
+        response = post(ds, path, {**change, "csrftoken": token}, cookies)
+        assert response.status_code == 403, path
+    nothing_changed()
 
 
 def test_a_forged_csrf_token_is_refused(ds):
-    cookies = {"ds_actor": admin_cookie(ds)}
-    _, cookies = form_token(ds, MANAGEMENT[1], cookies)
-    for forged in ("", "forged-token", admin_cookie(ds)):
-        response = post(
-            ds, MANAGEMENT[1], {"action": "create", "name": "x", "csrftoken": forged}, cookies
-        )
-        assert response.status_code == 403, forged
-    assert "x" not in [t["name"] for t in TokenStore(tokens_path()).list()]
+    _, cookies = form_token(ds, MANAGEMENT[1], {"ds_actor": admin_cookie(ds)})
+    for path, change in CHANGES:
+        for forged in ("", "forged-token", admin_cookie(ds)):
+            response = post(ds, path, {**change, "csrftoken": forged}, cookies)
+            assert response.status_code == 403, (path, forged)
+    nothing_changed()
 
 
 def test_an_expired_or_tampered_session_is_refused(ds):
     for cookie in (admin_cookie(ds, expires_in=-1), admin_cookie(ds)[:-2] + "xx"):
         for path in MANAGEMENT:
             response = run(ds.client.get(path, cookies={"ds_actor": cookie}))
-            assert (
-                response.status_code == 302 and "/-/flowgate/login" in response.headers["location"]
-            )
+            assert response.status_code == 302, path
+            assert "/-/flowgate/login" in response.headers["location"]
         token, cookies = form_token(ds, "/-/flowgate/login", {"ds_actor": cookie})
-        response = post(
-            ds, MANAGEMENT[1], {"action": "create", "name": "late", "csrftoken": token}, cookies
-        )
-        assert response.status_code == 403
+        for path, change in CHANGES:
+            response = post(ds, path, {**change, "csrftoken": token}, cookies)
+            assert response.status_code == 403, path
+    nothing_changed()
 
 
 def tokens_path() -> Path:
@@ -422,7 +437,7 @@ def test_a_running_flowgate_follows_a_new_tier_mapping_without_a_restart(fake_pr
         ds = make_console(tmp_path, config=config)
 
         def routed_to() -> str:
-            response = httpx.post(
+            response = httpx.post(  # the gateway of whichever `gate` runs now
                 f"{gate.base_url}/chat/completions",
                 json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
                 headers={"authorization": "Bearer sk-client-key"},
@@ -444,6 +459,12 @@ def test_a_running_flowgate_follows_a_new_tier_mapping_without_a_restart(fake_pr
         assert refused.status_code == 400
         time.sleep(1.5)
         assert routed_to() == model
+    finally:
+        gate.stop_cleanly()
+    # Saved, not only applied: a restarted FlowGate routes the same way.
+    gate = start_flowgate(tmp_path, config, env={"FLOWGATE_HOME": os.environ["FLOWGATE_HOME"]})
+    try:
+        assert routed_to() == "local-model"
     finally:
         gate.stop_cleanly()
 

@@ -8,6 +8,7 @@ and that FlowGate still serves the next request.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ssl
 import time
 import uuid
@@ -285,17 +286,24 @@ def test_server_error_body_passes_through(gate, client):
     assert_still_serving(client, gate)
 
 
-def test_client_disconnects_mid_stream(gate, client, faults):
-    session = tag()
+@contextlib.contextmanager
+def raw_stream(gate: RunningFlowGate, model: str, session: str) -> Iterator[httpx.Response]:
+    """A streamed chat completion read as raw bytes, as the client pleases."""
     with (
-        httpx.Client(timeout=10) as http,
+        httpx.Client(timeout=30) as http,
         http.stream(
             "POST",
             f"{gate.base_url}/chat/completions",
-            json={"model": "fault-stall", "messages": MESSAGES, "stream": True},
+            json={"model": model, "messages": MESSAGES, "stream": True},
             headers={"authorization": "Bearer sk-client-key", **session_headers(session)},
         ) as response,
     ):
+        yield response
+
+
+def test_client_disconnects_mid_stream(gate, client, faults):
+    session = tag()
+    with raw_stream(gate, "fault-stall", session) as response:
         assert response.status_code == 200
         seen = b""
         for data in response.iter_raw():
@@ -342,15 +350,7 @@ def test_a_client_that_stops_reading_is_not_taken_for_a_silent_upstream(gate):
     than the sockets hold: whatever mitmproxy does with the backpressure, the upstream
     is not cut off as silent and the client gets the whole stream."""
     session = tag()
-    with (
-        httpx.Client(timeout=30) as http,
-        http.stream(
-            "POST",
-            f"{gate.base_url}/chat/completions",
-            json={"model": "fault-huge", "messages": MESSAGES, "stream": True},
-            headers={"authorization": "Bearer sk-client-key", **session_headers(session)},
-        ) as response,
-    ):
+    with raw_stream(gate, "fault-huge", session) as response:
         chunks = response.iter_raw()
         body = next(chunks)
         time.sleep(UPSTREAM_TIMEOUT * 2.5)  # a stalled reader: nothing is read

@@ -41,7 +41,7 @@ def fill(path: Path, items: list[tuple]) -> None:
     for item in items:
         writer.submit(item)
     writer.stop()
-    assert writer.written == len(items)
+    assert writer.status.written == len(items)
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -117,7 +117,7 @@ def test_the_size_cap_brings_the_file_back_under_it(tmp_path):
     # The log grows past the cap again; the next pass frees pages with incremental vacuum.
     for i in range(2500, 4000):
         writer.submit((i, NEW, f"{i}:{text}"))
-    wait_for(lambda: writer.written == 1500)
+    wait_for(lambda: writer.status.written == 1500)
     grown = file_bytes(path)
     assert grown > 10 * MB
     passes = writer.pruner.passes
@@ -142,9 +142,9 @@ def test_pruning_a_locked_database_is_retried_and_loses_no_rows(tmp_path):
     time.sleep(0.05)
     blocker.rollback()
     blocker.close()
-    wait_for(lambda: writer.pruned == 20 and writer.written == 10)
+    wait_for(lambda: writer.pruned == 20 and writer.status.written == 10)
     writer.stop()
-    assert writer.dropped == 0
+    assert writer.status.dropped == 0
     assert query(path, "SELECT count(*), min(prompt) FROM requests") == [(10, "new")]
 
 

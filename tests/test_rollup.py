@@ -144,7 +144,7 @@ def test_the_writer_keeps_rollups_in_step(tmp_path):
     for item in rows:
         writer.submit(item)
     writer.stop()
-    assert writer.written == 2000
+    assert writer.status.written == 2000
     assert_rollups_match(tmp_path / "log.db")
     conn = sqlite3.connect(tmp_path / "log.db")
     assert conn.execute("SELECT count(*) FROM prompts WHERE requests > 1").fetchone()[0] > 100

@@ -66,7 +66,7 @@ def test_rows_are_written_in_batches_off_the_caller_thread(tmp_path):
     for i in range(1000):
         writer.submit(i)
     writer.stop()
-    assert writer.written == 1000
+    assert writer.status.written == 1000
     assert seen_threads == {"flowgate-writer"}
     count = sqlite3.connect(tmp_path / "x.db").execute("SELECT count(*) FROM requests")
     assert count.fetchone()[0] == 1000
@@ -83,13 +83,13 @@ def test_a_locked_database_delays_rows_but_loses_none(tmp_path):
     for i in range(30):
         writer.submit(i)
     deadline = threading.Event()
-    while writer.failed_batches == 0 and not deadline.wait(0.02):
+    while writer.status.failed_writes == 0 and not deadline.wait(0.02):
         pass
-    assert writer.failed_batches > 0 and writer.written == 0
+    assert writer.status.failed_writes > 0 and writer.status.written == 0
     blocker.rollback()
     blocker.close()
     writer.stop()
-    assert writer.written == 30 and writer.dropped == 0
+    assert writer.status.written == 30 and writer.status.dropped == 0
     assert sqlite3.connect(path).execute("SELECT count(*) FROM requests").fetchone()[0] == 30
 
 
@@ -104,7 +104,7 @@ def test_a_bad_record_is_counted_not_fatal(tmp_path):
     for i in range(6):
         writer.submit(i)
     writer.stop()
-    assert (writer.written, writer.row_errors) == (5, 1)
+    assert (writer.status.written, writer.status.row_errors) == (5, 1)
 
 
 def test_backlog_is_bounded_when_the_database_stays_broken(tmp_path):
@@ -117,8 +117,8 @@ def test_backlog_is_bounded_when_the_database_stays_broken(tmp_path):
     for i in range(1500):
         writer.submit(i)
     writer.stop(timeout=10)
-    assert writer.written == 0
-    assert writer.dropped == 500
+    assert writer.status.written == 0
+    assert writer.status.dropped == 500
 
 
 def test_every_facet_count_reads_a_covering_index(tmp_path):
