@@ -640,7 +640,9 @@ async def router_settings_page(datasette, request) -> Response:
                 flash = "Saved. Running FlowGates take it up within a second."
                 form = {}
     router = settings.smart_router
-    thresholds = scorer_for(router).thresholds
+    # The thresholds of the strategy in use: complexity scores, or the classifier's win rate.
+    classifier = router.strategy == "classifier"
+    thresholds = dict(router.classifier.thresholds) if classifier else scorer_for(router).thresholds
     models = await _model_choices(datasette, settings)
     values = {
         "enabled": "on" if router.enabled else "",
@@ -660,7 +662,7 @@ async def router_settings_page(datasette, request) -> Response:
         f"<tr><th><label for='tier_{t}'>{t}</label></th><td><input id='tier_{t}' "
         f"name='tier_{t}' list='fg-models' value='{esc(values[f'tier_{t}'])}' size='40'></td>"
         + (
-            f"<td><label>starts at score <input name='threshold_{t}' type='number' step='0.01' "
+            f"<td><label>{t} starts at <input name='threshold_{t}' type='number' step='0.01' "
             f"min='0' max='1' value='{esc(values[f'threshold_{t}'])}'></label></td>"
             if t in THRESHOLDS
             else "<td></td>"
@@ -678,7 +680,8 @@ async def router_settings_page(datasette, request) -> Response:
         " Smart routing on</label> <label>Strategy <select name='strategy'>"
         f"{strategies}</select></label></p>"
         "<table class='fg-admin fg-tiers'><tr><th>tier</th><th>model</th>"
-        f"<th>complexity threshold</th></tr>{tiers}</table><datalist id='fg-models'>"
+        f"<th>starts at ({'win rate' if classifier else 'complexity score'})</th></tr>"
+        f"{tiers}</table><datalist id='fg-models'>"
         f"{datalist}</datalist>"
         "<p><label>Also route requests for these models <input name='route_models' size='50' "
         f"value='{esc(values['route_models'])}' placeholder='e.g. gpt-4o, gpt-4.1'></label> "
@@ -720,7 +723,8 @@ def _router_section(settings, form: dict[str, str]) -> dict[str, Any]:
                 thresholds[t] = float(text)
             except ValueError:
                 raise ValueError(f"the {t} threshold must be a number, not {text!r}") from None
-    section.setdefault("complexity", {})["thresholds"] = thresholds
+    strategy = "classifier" if section["strategy"] == "classifier" else "complexity"
+    section.setdefault(strategy, {})["thresholds"] = thresholds
     return section
 
 

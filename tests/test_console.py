@@ -397,6 +397,8 @@ def test_router_settings_are_checked_then_saved_for_every_process(ds):
         (router_form({"SIMPLE": "gpt-4o-mini"}), "needs a model for every tier"),
         (router_form(TIERS, threshold_COMPLEX="lots"), "must be a number"),
         (router_form(TIERS, strategy="psychic"), "strategy"),
+        # The classifier's mf router needs a local checkpoint: none is configured here.
+        (router_form(TIERS, strategy="classifier", threshold_MEDIUM="0.4"), "checkpoint"),
     ):
         refused = console_post(ds, ROUTER, form)
         assert refused.status_code == 400 and "Not saved" in refused.text
@@ -645,3 +647,24 @@ def test_dashboards_need_sign_in_when_the_ui_listens_beyond_loopback(tmp_path):
     assert page_settings(tmp_path / "f.db", load_settings(config))["console"]["dashboard_login"]
     config.write_text("server: {host: 0.0.0.0}\nsecurity: {dashboard_login: false}\n")
     assert not page_settings(tmp_path / "f.db", load_settings(config))["console"]["dashboard_login"]
+
+
+def test_classifier_thresholds_are_the_classifiers(tmp_path):
+    config = tmp_path / "classifier.yaml"
+    config.write_text(
+        "database: {path: flowgate.db}\nsmart_router: {classifier: {router: random}}\n"
+    )
+    ds = make_console(tmp_path, config=config)
+    form = router_form(
+        TIERS,
+        strategy="classifier",
+        threshold_MEDIUM="0.2",
+        threshold_COMPLEX="0.5",
+        threshold_REASONING="0.9",
+    )
+    saved = console_post(ds, ROUTER, form)
+    assert saved.status_code == 200, plain(saved.text)
+    router = load_settings(config).smart_router
+    assert router.strategy == "classifier" and router.classifier.router == "random"
+    assert dict(router.classifier.thresholds) == {"MEDIUM": 0.2, "COMPLEX": 0.5, "REASONING": 0.9}
+    assert "starts at (win rate)" in saved.text
