@@ -627,7 +627,7 @@ async def router_settings_page(datasette, request) -> Response:
     if request.method == "POST":
         form = dict(await request.post_vars())
         if form.get("action") == "try":
-            tried = _try_prompt(settings, form.get("prompt") or "")
+            tried = await asyncio.to_thread(_try_prompt, settings, form.get("prompt") or "")
         else:
             try:
                 section = _router_section(settings, form)
@@ -687,8 +687,8 @@ async def router_settings_page(datasette, request) -> Response:
         f"value='{esc(values['route_models'])}' placeholder='e.g. gpt-4o, gpt-4.1'></label> "
         "(requests for <code>auto</code> always are)</p>"
         "<p><button type='submit'>Save router settings</button></p></form>",
-        "<h2>Try a prompt</h2><p>What the saved settings decide for it (the complexity "
-        "scorer; nothing is sent anywhere).</p>"
+        "<h2>Try a prompt</h2><p>What the saved settings decide for it, as "
+        "<code>flowgate route</code> does (nothing is sent to a model).</p>"
         f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
         "value='try'><label for='fg-prompt'>Prompt</label><br><textarea id='fg-prompt' "
         "name='prompt' rows='4' cols='80' required>"
@@ -735,27 +735,37 @@ def _summary(section: dict[str, Any]) -> str:
 
 
 def _try_prompt(settings, prompt: str) -> str:
-    from flowgate_addon.cli_route import explain
+    """The decision for a prompt, as `flowgate route` makes it (the classifier too)."""
+    from flowgate_addon.cli_route import build_router, explain
 
     body = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
-    scorer = scorer_for(settings.smart_router)
-    decision = scorer.decide(body)
-    model = settings.smart_router.tiers.get(decision.tier) if settings.smart_router.active else None
+    router = settings.smart_router
+    scorer = scorer_for(router)
+    weights, thresholds = scorer.weights, scorer.thresholds
+    if router.active:
+        built = build_router(settings, with_classifier=router.strategy == "classifier")
+        try:
+            decision = built.decide_now(body)
+        finally:
+            if built.classifier is not None:
+                built.classifier.close()
+        if decision.strategy == "classifier":
+            weights, thresholds = {}, dict(router.classifier.thresholds)
+        target = f"sent to <strong>{esc(router.tiers[decision.tier])}</strong>"
+    else:
+        decision = scorer.decide(body)
+        target = "routing is off: the request keeps its model"
     bars = "".join(
         f"<tr><td>{esc(name)}</td><td>{value:.2f}</td><td><span class='fg-bar' "
         f"style='width:{value * 200:.0f}px'></span></td></tr>"
         for name, value in decision.dimensions.items()
     )
-    target = (
-        f"sent to <strong>{esc(model)}</strong>"
-        if model
-        else "routing is off: the request keeps its model"
-    )
-    why = explain(decision, scorer.weights, scorer.thresholds)
+    fallback = f"<p>({esc(decision.fallback)})</p>" if decision.fallback else ""
+    why = explain(decision, weights, thresholds)
     return (
         f"<div class='fg-decision'><p>Tier <strong>{esc(decision.tier)}</strong>, score "
-        f"{decision.score:.3f}: {target}.</p><p>{esc(why)}</p>"
-        f"<table class='fg-admin'>{bars}</table></div>"
+        f"{decision.score:.3f} ({esc(decision.strategy)}): {target}.</p><p>{esc(why)}</p>"
+        f"{fallback}<table class='fg-admin'>{bars}</table></div>"
     )
 
 

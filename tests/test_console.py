@@ -668,3 +668,9 @@ def test_classifier_thresholds_are_the_classifiers(tmp_path):
     assert router.strategy == "classifier" and router.classifier.router == "random"
     assert dict(router.classifier.thresholds) == {"MEDIUM": 0.2, "COMPLEX": 0.5, "REASONING": 0.9}
     assert "starts at (win rate)" in saved.text
+    # Trying a prompt asks the classifier, as `flowgate route` does.
+    tried = plain(console_post(ds, ROUTER, {"action": "try", "prompt": "hi"}).text)
+    assert re.search(
+        r"Tier (SIMPLE|MEDIUM|COMPLEX|REASONING), score [01]\.\d+ \(classifier\)", tried
+    )
+    assert "win rate" in tried
