@@ -21,6 +21,7 @@ A running FlowGate uses a new or replaced key from its next request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from datetime import timedelta
@@ -29,9 +30,9 @@ from typing import Any
 
 import httpx
 from datasette import hookimpl
-from datasette.utils import baseconv
+from datasette.plugins import pm
+from datasette.utils import await_me_maybe, baseconv
 from datasette.utils.asgi import Forbidden, Request, Response
-from itsdangerous import BadSignature
 
 from datasette_plugins.flowgate_pages import (
     PREFIX,
@@ -40,7 +41,7 @@ from datasette_plugins.flowgate_pages import (
     log_db,
     render_page,
 )
-from flowgate_addon import catalog
+from flowgate_addon import catalog, ui_metadata
 from flowgate_addon.cli_tokens import parse_ttl
 from flowgate_addon.config import TIERS, ConfigError, load_settings
 from flowgate_addon.console_settings import console_providers, save_section
@@ -68,18 +69,13 @@ table.fg-admin td, table.fg-admin th { padding: .2em .8em .2em 0; text-align: le
 
 
 def console_settings(datasette) -> dict[str, Any]:
-    from flowgate_addon.config import SecuritySettings
-    from flowgate_addon.security.audit import default_audit_path
-    from flowgate_addon.security.tokens import default_tokens_path
-
-    found = flowgate_settings(datasette).get("console") or {}
+    """The console block `flowgate ui` writes into the metadata (else the defaults')."""
+    found = flowgate_settings(datasette).get("console") or ui_metadata.console_settings(
+        load_settings(None)
+    )
     return {
-        "vault_path": Path(found.get("vault_path") or SecuritySettings().vault_path),
-        "tokens_path": Path(found.get("tokens_path") or default_tokens_path()),
-        "audit_path": Path(found.get("audit_path") or default_audit_path()),
-        "signin_path": Path(found.get("signin_path") or admin.signin_file()),
-        "session_hours": float(found.get("session_hours") or 8.0),
-        "config_path": found.get("config_path"),
+        **found,
+        **{k: Path(found[k]) for k in ("vault_path", "tokens_path", "audit_path", "signin_path")},
     }
 
 
@@ -359,9 +355,7 @@ async def keys_page(datasette, request) -> Response:
             problem = "That is not the master password; nothing was changed."
         except (VaultError, ConfigError, ValueError) as exc:
             problem = f"Nothing was changed: {exc}"
-        if flash or not problem:
-            providers = flowgate_settings(datasette).get("providers") or []  # live: re-read
-            names = {p["name"] for p in providers}
+        providers = flowgate_settings(datasette).get("providers") or []  # a change shows now
     held = {}
     if vault.exists:
         try:
@@ -482,7 +476,7 @@ async def _vault_action(datasette, request, settings, action: str, form) -> str:
 async def _vault_forms(datasette, request) -> str:
     state, problem = await _proxy_vault(datasette)
     if state is None:
-        status = f"Cannot tell: {problem}."
+        status = f"Cannot tell: {esc(problem)}."
     elif state["unlocked"]:
         status = "The running FlowGate's vault is unlocked: it uses the keys below."
     else:
@@ -499,7 +493,7 @@ async def _vault_forms(datasette, request) -> str:
         "running FlowGate</button></form>"
     )
     return (
-        f"<h2>Vault</h2><p class='fg-vault-state'>{status if state else esc(status)}</p>{unlock}"
+        f"<h2>Vault</h2><p class='fg-vault-state'>{status}</p>{unlock}"
         "<details><summary>Change the master password</summary>"
         f'<form method="post">{csrf_field(request)}<input type="hidden" name="action" '
         'value="change_password"><label>Current <input type="password" name="password" '
@@ -556,11 +550,7 @@ async def _provider_action(datasette, request, settings, action: str, form) -> s
     vault = Vault(current.security.vault_path)
     if form.get("password"):
         await asyncio.to_thread(vault.unlock, form["password"])
-    credentials = Credentials(vault, current.security.allow_client_keys, None)
-
-    def key_for(provider):
-        return credentials.key_for(provider) if vault.unlocked or provider.api_key else None
-
+    key_for = Credentials(vault, current.security.allow_client_keys, None).key_for
     results = await asyncio.to_thread(catalog.sync_catalog, current, registry, names, key_for)
     audit(
         datasette,
@@ -651,7 +641,7 @@ async def router_settings_page(datasette, request) -> Response:
         **{f"tier_{t}": router.tiers.get(t, "") for t in TIERS},
         **{f"threshold_{t}": f"{thresholds.get(t, '')}" for t in THRESHOLDS},
     }
-    values.update({k: v for k, v in form.items() if k in values or k.startswith("tier_")})
+    values.update({k: v for k, v in form.items() if k in values})  # a refused form, as sent
     if form and "enabled" not in form and form.get("action") == "save":
         values["enabled"] = ""
     strategies = "".join(
@@ -701,7 +691,7 @@ async def router_settings_page(datasette, request) -> Response:
     return response
 
 
-THRESHOLDS = ("MEDIUM", "COMPLEX", "REASONING")
+THRESHOLDS = TIERS[1:]  # where each tier above SIMPLE starts
 
 
 def _router_section(settings, form: dict[str, str]) -> dict[str, Any]:
@@ -736,14 +726,14 @@ def _summary(section: dict[str, Any]) -> str:
 
 def _try_prompt(settings, prompt: str) -> str:
     """The decision for a prompt, as `flowgate route` makes it (the classifier too)."""
-    from flowgate_addon.cli_route import build_router, explain
+    from flowgate_addon.cli_route import decision_router, explain
 
     body = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
     router = settings.smart_router
     scorer = scorer_for(router)
     weights, thresholds = scorer.weights, scorer.thresholds
     if router.active:
-        built = build_router(settings, with_classifier=router.strategy == "classifier")
+        built = decision_router(settings)
         try:
             decision = built.decide_now(body)
         finally:
@@ -774,19 +764,16 @@ async def _model_choices(datasette, settings) -> list[str]:
     from datasette_plugins.flowgate_catalog import _price_map_models
 
     found: dict[str, None] = {}
-    for provider in flowgate_settings(datasette).get("providers") or []:
-        for model in provider.get("models") or []:
-            if not is_pattern(model):
-                found[model] = None
+    providers = flowgate_settings(datasette).get("providers") or []
+    for provider in providers:
+        found.update((m, None) for m in provider.get("models") or [] if not is_pattern(m))
     db, _ = log_db(datasette)
-    try:
-        rows = (await db.execute("SELECT model FROM models ORDER BY model")).rows
-    except Exception:
-        rows = []
-    found.update((row[0], None) for row in rows)
-    for provider in flowgate_settings(datasette).get("providers") or []:
-        for row in _price_map_models(provider["price_provider"], "{}"):
-            found[row.model] = None
+    with contextlib.suppress(Exception):  # a log without the catalog table yet
+        found.update((row[0], None) for row in await db.execute("SELECT model FROM models"))
+    for provider in providers:
+        found.update(
+            (row.model, None) for row in _price_map_models(provider["price_provider"], "{}")
+        )
     return list(found)
 
 
@@ -810,16 +797,12 @@ async def _last_used(datasette, names: list[str]) -> dict[str, str]:
 OPEN_PATHS = (f"{PREFIX}/login", f"{PREFIX}/signin", "/-/static/", "/-/static-plugins/")
 
 
-def _admin_cookie(datasette, request) -> bool:
-    """The request carries an unexpired admin actor cookie (as Datasette itself reads it)."""
-    try:
-        decoded = datasette.unsign(request.cookies.get("ds_actor", ""), "actor")
-    except BadSignature:
-        return False
-    expires = decoded.get("e") if isinstance(decoded, dict) else None
-    if expires and time.time() > int(baseconv.base62.decode(expires)):
-        return False
-    return isinstance(decoded, dict) and admin.is_admin(decoded.get("a"))
+async def _actor(datasette, request) -> dict | None:
+    """The request's actor, resolved by Datasette's own hook (its signed cookie, expiry)."""
+    for actor in pm.hook.actor_from_request(datasette=datasette, request=request):
+        if actor := await await_me_maybe(actor):
+            return actor
+    return None
 
 
 @hookimpl
@@ -832,7 +815,7 @@ def asgi_wrapper(datasette):
                 scope["type"] == "http"
                 and (flowgate_settings(datasette).get("console") or {}).get("dashboard_login")
                 and not scope["path"].startswith(OPEN_PATHS)
-                and not _admin_cookie(datasette, Request(scope, receive))
+                and not admin.is_admin(await _actor(datasette, Request(scope, receive)))
             ):
                 login = datasette.urls.path(f"{PREFIX}/login")
                 await Response.redirect(f"{login}?next={scope['path']}").asgi_send(send)

@@ -23,6 +23,7 @@ from datasette.utils.asgi import NotFound, Response
 
 from datasette_plugins.flowgate_cells import dollars
 from flowgate_addon.config import ConfigError, console_file, load_settings
+from flowgate_addon.settings_watch import file_stamp
 from flowgate_addon.ui_metadata import page_settings
 
 PREFIX = "/-/flowgate"
@@ -61,7 +62,7 @@ def flowgate_settings(datasette) -> dict[str, Any]:
     if not console or "config_path" not in console:
         return static
     config = console["config_path"]
-    stamps = tuple(_stamp(Path(p)) for p in (config, console_file()) if p)
+    stamps = tuple(file_stamp(Path(p)) for p in (config, console_file()) if p)
     key = (static.get("database"), config, stamps)
     if _LIVE.get("key") != key:
         try:
@@ -74,14 +75,6 @@ def flowgate_settings(datasette) -> dict[str, Any]:
 
 
 _LIVE: dict[str, Any] = {}
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_mtime_ns, info.st_size
 
 
 def log_db(datasette):

@@ -23,7 +23,6 @@ from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy.mode_specs import ProxyMode, RegularMode, ReverseMode
 
 from flowgate_addon.bridge import Bridge
-from flowgate_addon.catalog import Catalog
 from flowgate_addon.config import ConfigError, Settings, console_file, load_settings
 from flowgate_addon.errors import error_response
 from flowgate_addon.gateway import Gateway
@@ -31,8 +30,7 @@ from flowgate_addon.loop_errors import quiet_cancelled_connections
 from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import ProviderRegistry
 from flowgate_addon.record import CallRecord, to_row
-from flowgate_addon.resolve import ModelResolver
-from flowgate_addon.routing.router import ROUTE_HEADER, Router, make_classifier
+from flowgate_addon.routing.router import ROUTE_HEADER, build_router
 from flowgate_addon.security.access import Access, Refused, is_loopback
 from flowgate_addon.security.credentials import Credentials, unlock_vault
 from flowgate_addon.security.redact import Redactor
@@ -132,11 +130,8 @@ class FlowGate:
 
         ValueError names a setting that cannot work (a tier's model nobody serves).
         """
-        registry = ProviderRegistry.from_config(settings.providers)
-        catalog = Catalog(settings.database.path)
-        resolver = ModelResolver(registry, PriceBook(settings.pricing), catalog)
-        classifier = make_classifier(settings.smart_router, registry, credentials.key_for)
-        router = Router(settings.smart_router, resolver, classifier)
+        router = build_router(settings, credentials.key_for)
+        resolver, registry = router.resolver, router.resolver.registry
         bridge = None
         if any(p.openai_compatible is None for p in registry.providers.values()):
             ca_file = settings.security.upstream_ca_file

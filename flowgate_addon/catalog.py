@@ -249,9 +249,6 @@ class Catalog:
         self._stamp = stamp
         return True
 
-    def close(self) -> None:
-        """Nothing is held open between looks; kept for the gateway's shutdown."""
-
 
 @dataclass(frozen=True)
 class SyncResult:

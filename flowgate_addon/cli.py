@@ -28,6 +28,7 @@ from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import Settings
 from flowgate_addon.paths import data_dir
 from flowgate_addon.providers import ProviderRegistry
+from flowgate_addon.routing.router import build_router
 from flowgate_addon.security import admin, credentials
 from flowgate_addon.security.access import Access, is_loopback
 from flowgate_addon.security.tokens import TokenStore, default_tokens_path
@@ -239,11 +240,9 @@ def _check_routing(settings: Settings) -> None:
     if not settings.smart_router.active:
         return
     try:
-        router = cli_route.build_router(settings)
+        build_router(settings)
     except ValueError as exc:
         raise click.ClickException(f"invalid config: {exc}") from None
-    if router.resolver.catalog is not None:
-        router.resolver.catalog.close()
 
 
 def ui_command(settings: Settings) -> list[str]:

@@ -8,15 +8,11 @@ from pathlib import Path
 
 import click
 
-from flowgate_addon.catalog import Catalog
 from flowgate_addon.cli_options import config_option, load
 from flowgate_addon.config import Settings
-from flowgate_addon.pricing import PriceBook
-from flowgate_addon.providers import ProviderRegistry
-from flowgate_addon.resolve import ModelResolver
 from flowgate_addon.routing import Decision
 from flowgate_addon.routing.complexity import REASONING_LIFT
-from flowgate_addon.routing.router import Router, make_classifier, scorer_for
+from flowgate_addon.routing.router import Router, build_router, scorer_for
 from flowgate_addon.security.credentials import Credentials, unlock_vault
 from flowgate_addon.security.vault import Vault
 
@@ -151,26 +147,20 @@ def _router(settings: Settings) -> Router | None:
     if not settings.smart_router.active:
         return None
     try:
-        return build_router(settings, with_classifier=True)
+        return decision_router(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def build_router(settings: Settings, with_classifier: bool = False) -> Router:
-    """The router from settings, as the running proxy builds it (ValueError names a bad key).
+def decision_router(settings: Settings) -> Router:
+    """The router as `flowgate route` asks it: the classifier loaded and waited for.
 
-    The classifier, if wanted, gets FlowGate's own embeddings key (config or a vault
-    unlocked without a prompt) and is waited for, so its answer is the real one.
+    The classifier gets FlowGate's own embeddings key (config, or a vault unlocked
+    without a prompt), so its answer is the real one.
     """
-    registry = ProviderRegistry.from_config(settings.providers)
-    catalog = Catalog(settings.database.path) if settings.database.path.exists() else None
-    resolver = ModelResolver(registry, PriceBook(settings.pricing), catalog)
-    classifier = None
-    if with_classifier:
-        vault = Vault(settings.security.vault_path)
-        locked = unlock_vault(vault, settings.security.master_key_path)
-        credentials = Credentials(vault, True, locked)
-        classifier = make_classifier(settings.smart_router, registry, credentials.key_for)
-        if classifier is not None:
-            classifier.wait_loaded(300)
-    return Router(settings.smart_router, resolver, classifier)
+    vault = Vault(settings.security.vault_path)
+    locked = unlock_vault(vault, settings.security.master_key_path)
+    router = build_router(settings, Credentials(vault, True, locked).key_for)
+    if router.classifier is not None:
+        router.classifier.wait_loaded(300)
+    return router

@@ -9,14 +9,13 @@ ever holds settings that load.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from flowgate_addon.cli_route import build_router
 from flowgate_addon.config import Settings, console_file, load_settings, read_console_settings
+from flowgate_addon.routing.router import build_router
 from flowgate_addon.security.vault import write_private
 
 
@@ -40,13 +39,10 @@ def save_section(section: str, value: Any, config: Path | None) -> Settings:
         raise ValueError(f"the console does not change {section}")
     settings = load_settings(config, console=saved)
     if settings.smart_router.active:
-        router = build_router(settings)
-        if router.resolver.catalog is not None:
-            router.resolver.catalog.close()
+        build_router(settings)  # a tier's model that nobody serves raises ValueError
     text = "# Saved by FlowGate's operator console; merged over the config file.\n"
     text += yaml.safe_dump(saved, sort_keys=False)
-    write_private(console_file(), text.encode())
-    os.chmod(console_file(), 0o644)  # no secrets in it (keys live in the vault)
+    write_private(console_file(), text.encode())  # whole or not at all (temp file, rename)
     return settings
 
 

@@ -74,9 +74,7 @@ class Gateway:
         self._refresh_models()
 
     def close(self) -> None:
-        """Release what the gateway holds open (catalog connection, classifier thread)."""
-        if self.resolver.catalog is not None:
-            self.resolver.catalog.close()
+        """Release what the gateway holds open (classifier thread, LiteLLM bridge)."""
         if self.router.classifier is not None:
             self.router.classifier.close()
         if self.bridge is not None:

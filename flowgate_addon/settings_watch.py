@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(modified, size) of a file, None when there is none: changes when it is rewritten."""
     try:
         info = os.stat(path)
     except OSError:
@@ -22,7 +23,7 @@ class SettingsWatch:
 
     def __init__(self, path: Path):
         self.path = path
-        self._stamp = _stamp(path)
+        self._stamp = file_stamp(path)
         self._next_check = time.monotonic() + self.CHECK_EVERY
 
     def changed(self) -> bool:
@@ -30,7 +31,7 @@ class SettingsWatch:
         if now < self._next_check:
             return False
         self._next_check = now + self.CHECK_EVERY
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return False
         self._stamp = stamp

@@ -365,6 +365,25 @@ class LogWriter:
             self._flush(final=stopping)
             self._show_status()
 
+    def _insert(self, rows: list[tuple[Any, ...]]) -> bool:
+        """One attempt at writing rows and rollups in one transaction; False if it failed."""
+        if self._db is None:
+            self._open()  # counts a failure itself
+            if self._db is None:
+                return False
+        try:
+            with self._db.conn:  # rows and rollups in one transaction: always agree
+                self._db.conn.executemany(_INSERT_SQL, rows)
+                self._rollup.apply(self._db.conn, rows)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            if getattr(exc, "sqlite_errorname", "") not in _STILL_USABLE:
+                # A connection opened read-only, or to a file that went bad, stays that
+                # way: the next attempt opens a new one.
+                self._close()
+            return False
+        return True
+
     def _drain(self) -> list[Any]:
         items = []
         while True:
@@ -397,21 +416,7 @@ class LogWriter:
         give_up = time.monotonic() + (self._final_retry_seconds if final else 0.0)
         while self._backlog:
             rows = list(self._backlog)
-            if self._db is None:
-                self._open()
-            try:
-                if self._db is None:
-                    raise sqlite3.OperationalError(self.status.last_error)
-                with self._db.conn:  # rows and rollups in one transaction: always agree
-                    self._db.conn.executemany(_INSERT_SQL, rows)
-                    self._rollup.apply(self._db.conn, rows)
-            except sqlite3.Error as exc:
-                if self._db is not None:
-                    self._failed(exc)
-                    if getattr(exc, "sqlite_errorname", "") not in _STILL_USABLE:
-                        # A connection opened read-only, or to a file that went bad, stays
-                        # that way: the next attempt opens a new one.
-                        self._close()
+            if not self._insert(rows):
                 self._warn(len(rows))
                 if time.monotonic() >= give_up:
                     return

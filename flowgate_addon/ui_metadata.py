@@ -119,15 +119,20 @@ def page_settings(db_path: Path, settings: Settings) -> dict[str, Any]:
         "pricing": {
             model: price.model_dump(exclude_none=True) for model, price in settings.pricing.items()
         },
-        "console": {
-            "config_path": str(settings.source) if settings.source else None,
-            "vault_path": str(settings.security.vault_path),
-            "tokens_path": str(default_tokens_path()),
-            "audit_path": str(default_audit_path()),
-            "signin_path": str(signin_file()),
-            "session_hours": settings.security.admin_session_hours,
-            "dashboard_login": _dashboard_login(settings),
-        },
+        "console": console_settings(settings),
+    }
+
+
+def console_settings(settings: Settings) -> dict[str, Any]:
+    """What the operator console needs to know: where FlowGate's files are, and its rules."""
+    return {
+        "config_path": str(settings.source) if settings.source else None,
+        "vault_path": str(settings.security.vault_path),
+        "tokens_path": str(default_tokens_path()),
+        "audit_path": str(default_audit_path()),
+        "signin_path": str(signin_file()),
+        "session_hours": settings.security.admin_session_hours,
+        "dashboard_login": _dashboard_login(settings),
     }
 
 

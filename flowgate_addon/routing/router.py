@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from flowgate_addon.config import SmartRouterSettings
+from flowgate_addon.catalog import Catalog
+from flowgate_addon.config import Settings, SmartRouterSettings
+from flowgate_addon.pricing import PriceBook
 from flowgate_addon.providers import Provider, ProviderRegistry
 from flowgate_addon.resolve import ModelResolver
 from flowgate_addon.routing import TIERS, Decision
@@ -69,6 +71,22 @@ def make_classifier(
     )
     classifier.start()
     return classifier
+
+
+def build_router(
+    settings: Settings, key_for: Callable[[Provider], str | None] | None = None
+) -> Router:
+    """The router from settings, as every part of FlowGate builds it.
+
+    With `key_for` (FlowGate's own provider keys) the classifier strategy gets its
+    RouteLLM classifier, loading in the background; without it, the complexity scorer
+    decides. ValueError names a setting that cannot work (a tier's model nobody serves).
+    """
+    registry = ProviderRegistry.from_config(settings.providers)
+    catalog = Catalog(settings.database.path) if settings.database.path.exists() else None
+    resolver = ModelResolver(registry, PriceBook(settings.pricing), catalog)
+    classifier = make_classifier(settings.smart_router, registry, key_for) if key_for else None
+    return Router(settings.smart_router, resolver, classifier)
 
 
 class Router:
